@@ -1,0 +1,335 @@
+//! Typed, hierarchical resource names (Google AIP style).
+//!
+//! Each name pattern gets its own type, declared with [`resource_name!`];
+//! parsing validates every ID once, so code that holds a `DeviceName` never
+//! re-checks it and never splices strings to build one.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Longest permitted resource ID.
+pub const MAX_ID_LEN: usize = 32;
+
+/// One ID segment of a name: 1–32 characters of `a-z 0-9 - _`.
+///
+/// The alphabet keeps IDs safe as NATS subject tokens and RocksDB key parts
+/// (no `.`, `*`, `>`, `/` or whitespace).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Id(String);
+
+impl Id {
+    pub fn parse(text: &str) -> Result<Self, NameError> {
+        if text.is_empty() {
+            return Err(NameError::new("an ID must not be empty"));
+        }
+        if text.len() > MAX_ID_LEN {
+            return Err(NameError::new(format!(
+                "ID \"{}\" is {} characters long; at most {MAX_ID_LEN} are allowed",
+                text.escape_debug(),
+                text.len()
+            )));
+        }
+        if let Some(bad) = text
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
+        {
+            return Err(NameError::new(format!(
+                "ID \"{}\" contains '{}'; IDs use only a-z, 0-9, '-' and '_'",
+                text.escape_debug(),
+                bad.escape_debug()
+            )));
+        }
+        Ok(Id(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Id {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Id::parse(s)
+    }
+}
+
+/// Why a name or ID was rejected. Callers add which request field it was.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NameError(String);
+
+impl NameError {
+    pub fn new(message: impl Into<String>) -> Self {
+        NameError(message.into())
+    }
+}
+
+/// The parent of a collection, e.g. `projects/p0/regions/eu1` for devices.
+pub trait ParentName:
+    Clone + fmt::Debug + fmt::Display + FromStr<Err = NameError> + Eq + Send + Sync + 'static
+{
+    /// The pattern, for error messages, e.g. `projects/{project}/regions/{region}`.
+    const PATTERN: &'static str;
+}
+
+/// A resource name of one pattern.
+pub trait ResourceName:
+    Clone + fmt::Debug + fmt::Display + FromStr<Err = NameError> + Eq + std::hash::Hash + Send + Sync + 'static
+{
+    type Parent: ParentName;
+    /// The collection segment, e.g. `devices`.
+    const COLLECTION: &'static str;
+    /// The full pattern, for error messages.
+    const PATTERN: &'static str;
+
+    fn new(parent: Self::Parent, id: Id) -> Self;
+    fn parent(&self) -> Self::Parent;
+    fn id(&self) -> &Id;
+}
+
+/// A resource's name in the one fixed storage form of its type. The subject,
+/// the shard and the optimistic-concurrency line of a resource all derive from
+/// it, whatever API version a command arrived in.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StorageKey(String);
+
+impl StorageKey {
+    /// Only typed names make storage keys, so the text is a valid name.
+    pub fn from_name<N: ResourceName>(name: &N) -> Self {
+        StorageKey(name.to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The `/`-separated segments (collection and ID tokens, alternating).
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/')
+    }
+
+    /// Re-reads a storage key found in the log (a subject or an envelope).
+    pub fn parse<N: ResourceName>(text: &str) -> Result<(Self, N), NameError> {
+        let name: N = text.parse()?;
+        Ok((StorageKey::from_name(&name), name))
+    }
+}
+
+impl fmt::Display for StorageKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Splits `text` on `/` and checks the collection tokens against `pattern`,
+/// returning the IDs. `expected` is the pattern text for messages.
+#[doc(hidden)]
+pub fn parse_segments(
+    text: &str,
+    collections: &[&str],
+    expected: &str,
+) -> Result<Vec<Id>, NameError> {
+    let mismatch = || {
+        NameError::new(format!(
+            "\"{}\" does not match the pattern {expected}",
+            text.escape_debug()
+        ))
+    };
+    if collections.is_empty() {
+        return if text.is_empty() { Ok(Vec::new()) } else { Err(mismatch()) };
+    }
+    let parts: Vec<&str> = text.split('/').collect();
+    if parts.len() != collections.len() * 2 {
+        return Err(mismatch());
+    }
+    let mut ids = Vec::with_capacity(collections.len());
+    for (pair, collection) in parts.chunks(2).zip(collections) {
+        if pair[0] != *collection {
+            return Err(mismatch());
+        }
+        ids.push(Id::parse(pair[1]).map_err(|e| {
+            NameError::new(format!("{e} (in {collection}/{{id}} of {expected})"))
+        })?);
+    }
+    Ok(ids)
+}
+
+/// Declares a typed resource name and its parent type.
+///
+/// ```ignore
+/// resource_name! {
+///     /// `projects/{project}/regions/{region}/devices/{device}`
+///     pub struct DeviceName {
+///         parent DeviceParent { projects: project, regions: region }
+///         devices: device
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! resource_name {
+    (
+        $(#[$doc:meta])*
+        pub struct $name:ident {
+            parent $parent:ident { $($pc:ident : $pf:ident),* $(,)? }
+            $c:ident : $f:ident $(,)?
+        }
+    ) => {
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $parent {
+            $(pub $pf: $crate::name::Id,)*
+        }
+
+        impl $parent {
+            const COLLECTIONS: &'static [&'static str] = &[$(stringify!($pc)),*];
+        }
+
+        impl ::std::fmt::Display for $parent {
+            #[allow(unused_mut, unused_variables)]
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                let mut sep = "";
+                $(
+                    write!(f, "{}{}/{}", sep, stringify!($pc), self.$pf)?;
+                    sep = "/";
+                )*
+                Ok(())
+            }
+        }
+
+        impl ::std::str::FromStr for $parent {
+            type Err = $crate::name::NameError;
+            #[allow(unused_mut, unused_variables)]
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
+                let ids = $crate::name::parse_segments(
+                    text,
+                    Self::COLLECTIONS,
+                    <Self as $crate::name::ParentName>::PATTERN,
+                )?;
+                let mut ids = ids.into_iter();
+                Ok($parent {
+                    $($pf: ids.next().ok_or_else(|| $crate::name::NameError::new("missing ID"))?,)*
+                })
+            }
+        }
+
+        impl $crate::name::ParentName for $parent {
+            const PATTERN: &'static str = concat!($(stringify!($pc), "/{", stringify!($pf), "}/",)* "");
+        }
+
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name {
+            $(pub $pf: $crate::name::Id,)*
+            pub $f: $crate::name::Id,
+        }
+
+        impl $name {
+            const COLLECTIONS: &'static [&'static str] = &[$(stringify!($pc),)* stringify!($c)];
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                $( write!(f, "{}/{}/", stringify!($pc), self.$pf)?; )*
+                write!(f, "{}/{}", stringify!($c), self.$f)
+            }
+        }
+
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::name::NameError;
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
+                let ids = $crate::name::parse_segments(
+                    text,
+                    Self::COLLECTIONS,
+                    <Self as $crate::name::ResourceName>::PATTERN,
+                )?;
+                let mut ids = ids.into_iter();
+                Ok($name {
+                    $($pf: ids.next().ok_or_else(|| $crate::name::NameError::new("missing ID"))?,)*
+                    $f: ids.next().ok_or_else(|| $crate::name::NameError::new("missing ID"))?,
+                })
+            }
+        }
+
+        impl $crate::name::ResourceName for $name {
+            type Parent = $parent;
+            const COLLECTION: &'static str = stringify!($c);
+            const PATTERN: &'static str = concat!(
+                $(stringify!($pc), "/{", stringify!($pf), "}/",)* stringify!($c), "/{", stringify!($f), "}"
+            );
+
+            #[allow(unused_variables)]
+            fn new(parent: $parent, id: $crate::name::Id) -> Self {
+                $name { $($pf: parent.$pf,)* $f: id }
+            }
+
+            fn parent(&self) -> $parent {
+                $parent { $($pf: self.$pf.clone(),)* }
+            }
+
+            fn id(&self) -> &$crate::name::Id {
+                &self.$f
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    resource_name! {
+        /// `projects/{project}/regions/{region}/things/{thing}`
+        pub struct ThingName {
+            parent ThingParent { projects: project, regions: region }
+            things: thing
+        }
+    }
+
+    resource_name! {
+        /// `zones/{zone}`
+        pub struct ZoneName {
+            parent Root {}
+            zones: zone
+        }
+    }
+
+    #[test]
+    fn round_trips_and_splits_into_parent_and_id() {
+        let name: ThingName = "projects/p0/regions/eu1/things/t-1_x".parse().expect("valid");
+        assert_eq!(name.to_string(), "projects/p0/regions/eu1/things/t-1_x");
+        assert_eq!(name.parent().to_string(), "projects/p0/regions/eu1");
+        assert_eq!(name.id().as_str(), "t-1_x");
+        let rebuilt = ThingName::new(name.parent(), name.id().clone());
+        assert_eq!(rebuilt, name);
+        let zone: ZoneName = "zones/z".parse().expect("valid");
+        assert_eq!(zone.parent().to_string(), "");
+        assert_eq!(ThingName::PATTERN, "projects/{project}/regions/{region}/things/{thing}");
+        assert_eq!(ThingParent::PATTERN, "projects/{project}/regions/{region}/");
+    }
+
+    #[test]
+    fn rejects_malformed_names_with_a_reason() {
+        let cases = [
+            ("", "does not match"),
+            ("projects/p0/things/t", "does not match"),
+            ("projects/p0/regions/eu1/things/", "must not be empty"),
+            ("projects/P0/regions/eu1/things/t", "contains 'P'"),
+            ("projects/p0/regions/eu1/things/t.x", "contains '.'"),
+            ("projects/p0/regions/eu1/things/a*", "contains '*'"),
+            ("projects/p0/regions/eu1/things/t/x", "does not match"),
+            ("projects/p0/regions/eu1/gadgets/t", "does not match"),
+            ("projects/p0/regions/eu1/things/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "at most 32"),
+        ];
+        for (text, reason) in cases {
+            let err = text.parse::<ThingName>().expect_err(text);
+            assert!(err.to_string().contains(reason), "{text}: {err}");
+        }
+        assert!(Id::parse(&"a".repeat(32)).is_ok());
+    }
+}

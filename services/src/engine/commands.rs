@@ -1,0 +1,301 @@
+//! Create, Update, Delete: read the last event, decide, append.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use fleetlog_events::envelope::{ChangeKind, CommandId, ResourceChange};
+use fleetlog_events::{Id, LogError, ResourceName, Revision, ShardId, StorageKey, StoredEvent};
+use fleetlog_projections::query_lang::FieldMask;
+use prost::Message as _;
+use prost_reflect::ReflectMessage;
+use prost_types::{Any, Timestamp};
+
+use super::{Engine, Resource};
+use crate::error::ServiceError;
+
+/// How often an update without `expected_revision` re-reads and re-applies
+/// itself when a concurrent write got in first.
+const MERGE_ATTEMPTS: u32 = 8;
+
+/// Who issued a command. Until IAM lands every caller is anonymous.
+const ANONYMOUS: &str = "anonymous";
+
+pub struct CreateRequest<R> {
+    pub parent: String,
+    pub id: String,
+    pub resource: Option<R>,
+    pub request_id: String,
+}
+
+pub struct UpdateRequest<R> {
+    pub resource: Option<R>,
+    pub update_mask: Option<prost_types::FieldMask>,
+    pub expected_revision: i64,
+    pub allow_missing: bool,
+    pub request_id: String,
+}
+
+pub struct DeleteRequest {
+    pub name: String,
+    pub expected_revision: i64,
+    pub allow_missing: bool,
+    pub request_id: String,
+}
+
+/// The key under which `metadata.shards` records the shard of a resource.
+pub const SHARD_LABEL: &str = "byNameMod16";
+
+impl<R: Resource> Engine<R> {
+    pub async fn create(&self, request: CreateRequest<R>) -> Result<R, ServiceError> {
+        self.check_accepts_commands()?;
+        let parent = self.parse_parent(&request.parent)?;
+        let id = Id::parse(&request.id).map_err(|e| ServiceError::invalid(R::ID_FIELD, e.to_string()))?;
+        let name = R::Name::new(parent, id);
+        let command = command_id(&request.request_id)?;
+        let mut resource = request.resource.unwrap_or_default();
+        resource.set_name(name.to_string());
+        self.validate(&resource)?;
+
+        let key = R::storage_key(&name);
+        let last = self.ctx.log.last(&key).await?;
+        if let Some(done) = self.replayed(&last, &command)? {
+            return Ok(done);
+        }
+        if last.as_ref().is_some_and(|e| !e.is_deletion()) {
+            return Err(ServiceError::AlreadyExists(name.to_string()));
+        }
+        self.stamp(&mut resource, None, &key);
+        let expected = last.map_or(Revision::NONE, |e| e.revision);
+        match self.append(&key, ChangeKind::Created, &resource, None, expected, &command).await {
+            Err(ServiceError::Aborted(_)) => Err(ServiceError::AlreadyExists(name.to_string())),
+            other => other,
+        }
+    }
+
+    pub async fn update(&self, request: UpdateRequest<R>) -> Result<R, ServiceError> {
+        self.check_accepts_commands()?;
+        let field = R::FIELD;
+        let Some(patch) = request.resource else {
+            return Err(ServiceError::invalid(field, "is required"));
+        };
+        let name = self.parse_name(&format!("{field}.name"), patch.name())?;
+        let command = command_id(&request.request_id)?;
+        if request.expected_revision < 0 {
+            return Err(ServiceError::invalid("expected_revision", "must not be negative"));
+        }
+        let expected_revision = Revision::from_wire(request.expected_revision);
+        let descriptor = R::default().descriptor();
+        let paths = request.update_mask.map(|m| m.paths).unwrap_or_default();
+        let mask = FieldMask::parse(&paths, &descriptor, "update_mask")
+            .map_err(fleetlog_projections::ProjectionError::from)?;
+        let key = R::storage_key(&name);
+
+        for _ in 0..MERGE_ATTEMPTS {
+            let last = self.ctx.log.last(&key).await?;
+            if let Some(done) = self.replayed(&last, &command)? {
+                return Ok(done);
+            }
+            let current = match &last {
+                Some(event) if !event.is_deletion() => self.decode(event)?,
+                _ if request.allow_missing && expected_revision == Revision::NONE => {
+                    let mut created = patch.clone();
+                    created.set_name(name.to_string());
+                    self.validate(&created)?;
+                    self.stamp(&mut created, None, &key);
+                    let expected = last.map_or(Revision::NONE, |e| e.revision);
+                    match self.append(&key, ChangeKind::Created, &created, None, expected, &command).await {
+                        Err(ServiceError::Aborted(_)) => continue,
+                        other => return other,
+                    }
+                }
+                _ => return Err(ServiceError::NotFound(name.to_string())),
+            };
+            let last_revision = last.map_or(Revision::NONE, |e| e.revision);
+            if expected_revision != Revision::NONE && expected_revision != last_revision {
+                return Err(ServiceError::Aborted(format!(
+                    "{name} is at revision {last_revision}, not the expected {expected_revision}; \
+                     read it again and retry"
+                )));
+            }
+            let mut updated = if mask.is_empty() {
+                patch.clone()
+            } else {
+                let mut merged = current.transcode_to_dynamic();
+                mask.merge_into(&mut merged, &patch.transcode_to_dynamic());
+                merged
+                    .transcode_to::<R>()
+                    .map_err(|e| ServiceError::Internal(format!("applying the update mask: {e}")))?
+            };
+            updated.set_name(name.to_string());
+            self.validate(&updated)?;
+            self.stamp(&mut updated, current.metadata(), &key);
+            let update_mask = (!paths.is_empty()).then(|| prost_types::FieldMask { paths: paths.clone() });
+            match self
+                .append(&key, ChangeKind::Updated, &updated, update_mask, last_revision, &command)
+                .await
+            {
+                // Someone else wrote first. With an expected revision the
+                // caller asked to lose; without one, merge onto the newer state.
+                Err(ServiceError::Aborted(message)) if expected_revision != Revision::NONE => {
+                    return Err(ServiceError::Aborted(message));
+                }
+                Err(ServiceError::Aborted(_)) => continue,
+                other => return other,
+            }
+        }
+        Err(ServiceError::Aborted(format!(
+            "{name} kept changing under concurrent writes; retry"
+        )))
+    }
+
+    pub async fn delete(&self, request: DeleteRequest) -> Result<(), ServiceError> {
+        self.check_accepts_commands()?;
+        let name = self.parse_name("name", &request.name)?;
+        let command = command_id(&request.request_id)?;
+        if request.expected_revision < 0 {
+            return Err(ServiceError::invalid("expected_revision", "must not be negative"));
+        }
+        let expected_revision = Revision::from_wire(request.expected_revision);
+        let key = R::storage_key(&name);
+        for _ in 0..MERGE_ATTEMPTS {
+            let last = self.ctx.log.last(&key).await?;
+            if let Some(event) = &last
+                && command.from_client
+                && event.change.command_id == command.id.as_str()
+            {
+                return Ok(());
+            }
+            let (current, last_revision) = match &last {
+                Some(event) if !event.is_deletion() => (self.decode(event)?, event.revision),
+                _ if request.allow_missing => return Ok(()),
+                _ => return Err(ServiceError::NotFound(name.to_string())),
+            };
+            if expected_revision != Revision::NONE && expected_revision != last_revision {
+                return Err(ServiceError::Aborted(format!(
+                    "{name} is at revision {last_revision}, not the expected {expected_revision}"
+                )));
+            }
+            let mut tombstone = current;
+            tombstone.metadata_mut().revision = 0;
+            tombstone.metadata_mut().delete_time = Some(Timestamp::from(SystemTime::now()));
+            match self
+                .append(&key, ChangeKind::Deleted, &tombstone, None, last_revision, &command)
+                .await
+            {
+                Err(ServiceError::Aborted(message)) if expected_revision != Revision::NONE => {
+                    return Err(ServiceError::Aborted(message));
+                }
+                Err(ServiceError::Aborted(_)) => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+        Err(ServiceError::Aborted(format!("{name} kept changing under concurrent writes; retry")))
+    }
+
+    /// The outcome of an earlier attempt of the same command, if the
+    /// resource's last event is that attempt.
+    fn replayed(&self, last: &Option<StoredEvent>, command: &Issued) -> Result<Option<R>, ServiceError> {
+        match last {
+            Some(event) if command.from_client && event.change.command_id == command.id.as_str() => {
+                if event.is_deletion() {
+                    return Err(ServiceError::NotFound(event.change.storage_key.clone()));
+                }
+                Ok(Some(self.decode(event)?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn validate(&self, resource: &R) -> Result<(), ServiceError> {
+        resource.validate().map_err(|violation| {
+            ServiceError::invalid(format!("{}.{}", R::FIELD, violation.path), violation.message)
+        })
+    }
+
+    /// Sets the output-only metadata; whatever a client sent there is ignored.
+    fn stamp(&self, resource: &mut R, previous: Option<&fleetlog_proto::api::v1::Metadata>, key: &StorageKey) {
+        let now = Timestamp::from(SystemTime::now());
+        let region = self.ctx.region.to_string();
+        let metadata = resource.metadata_mut();
+        metadata.create_time = previous.and_then(|p| p.create_time).or(Some(now));
+        metadata.update_time = Some(now);
+        metadata.delete_time = None;
+        metadata.revision = 0;
+        metadata.generation = previous.map_or(0, |p| p.generation) + 1;
+        metadata.shards = HashMap::from([(
+            SHARD_LABEL.to_owned(),
+            i64::from(ShardId::of(key).index()),
+        )]);
+        metadata.owning_region = region;
+    }
+
+    /// Decodes the resource an event carries, with its revision.
+    pub(super) fn decode(&self, event: &StoredEvent) -> Result<R, ServiceError> {
+        let any = event.change.resource.as_ref().ok_or_else(|| {
+            ServiceError::Internal(format!("event {} carries no resource", event.revision))
+        })?;
+        let mut resource = R::decode(any.value.as_slice()).map_err(|e| {
+            ServiceError::Internal(format!("event {} does not decode: {e}", event.revision))
+        })?;
+        resource.metadata_mut().revision = event.revision.to_wire();
+        Ok(resource)
+    }
+
+    async fn append(
+        &self,
+        key: &StorageKey,
+        kind: ChangeKind,
+        resource: &R,
+        update_mask: Option<prost_types::FieldMask>,
+        expected: Revision,
+        command: &Issued,
+    ) -> Result<R, ServiceError> {
+        let change = ResourceChange {
+            kind: kind as i32,
+            storage_key: key.to_string(),
+            resource: Some(Any {
+                type_url: format!("type.googleapis.com/{}", resource.descriptor().full_name()),
+                value: resource.encode_to_vec(),
+            }),
+            update_mask,
+            action: String::new(),
+            api_version: self.ctx.api_version.clone(),
+            actor: ANONYMOUS.to_owned(),
+            command_id: command.id.to_string(),
+            time: Some(Timestamp::from(SystemTime::now())),
+        };
+        let revision = match self.ctx.log.append(key, &change, expected, &command.id).await {
+            Ok(revision) => revision,
+            Err(err @ LogError::WrongLastSequence { .. }) => {
+                return Err(ServiceError::Aborted(format!(
+                    "a concurrent write to {key} won ({err}); read it again and retry"
+                )));
+            }
+            Err(err) => return Err(err.into()),
+        };
+        tracing::debug!(resource = %key, revision = revision.get(), command_id = %command.id, ?kind, "appended");
+        let mut written = resource.clone();
+        written.metadata_mut().revision = revision.to_wire();
+        Ok(written)
+    }
+}
+
+/// A command id and whether the client chose it (only then can a later
+/// request be a retry of this one).
+pub(super) struct Issued {
+    id: CommandId,
+    from_client: bool,
+}
+
+impl std::ops::Deref for Issued {
+    type Target = CommandId;
+    fn deref(&self) -> &CommandId {
+        &self.id
+    }
+}
+
+fn command_id(request_id: &str) -> Result<Issued, ServiceError> {
+    let id = CommandId::from_optional_request_id(request_id)
+        .map_err(|message| ServiceError::invalid("request_id", message))?;
+    Ok(Issued { id, from_client: !request_id.is_empty() })
+}

@@ -1,0 +1,151 @@
+//! Get, BatchGet, List: read the active projection, after waiting for
+//! `min_revision`.
+
+use fleetlog_events::ResourceName;
+use fleetlog_projections::query::{self, ListQuery};
+use fleetlog_projections::query_lang::{FieldMask, Filter, OrderBy};
+use fleetlog_projections::ProjectionError;
+use prost_reflect::{DynamicMessage, ReflectMessage};
+
+use super::{Engine, Resource};
+use crate::error::ServiceError;
+
+pub const DEFAULT_PAGE_SIZE: i32 = 100;
+pub const MAX_PAGE_SIZE: i32 = 1000;
+/// Most names one BatchGet may ask for.
+pub const MAX_BATCH_GET: usize = 1000;
+
+pub struct ListRequest {
+    pub parent: String,
+    pub page_size: i32,
+    pub page_token: String,
+    pub filter: String,
+    pub order_by: String,
+    pub field_mask: Option<prost_types::FieldMask>,
+    pub min_revision: i64,
+}
+
+pub struct ListResponse<R> {
+    pub items: Vec<R>,
+    pub next_page_token: String,
+    pub revision: i64,
+}
+
+impl<R: Resource> Engine<R> {
+    pub async fn get(
+        &self,
+        name: &str,
+        field_mask: Option<prost_types::FieldMask>,
+        min_revision: i64,
+    ) -> Result<R, ServiceError> {
+        let name = self.parse_name("name", name)?;
+        let mask = parse_mask::<R>(field_mask, "field_mask")?;
+        let projection = self.wait_for(min_revision).await?;
+        let descriptor = R::default().descriptor();
+        let found = query::get(&projection, &descriptor, &name.to_string())?
+            .ok_or_else(|| ServiceError::NotFound(name.to_string()))?;
+        finish(&mask, &found)
+    }
+
+    /// Returns the found resources in request order and the names not found.
+    pub async fn batch_get(
+        &self,
+        names: &[String],
+        field_mask: Option<prost_types::FieldMask>,
+        min_revision: i64,
+    ) -> Result<(Vec<R>, Vec<String>), ServiceError> {
+        if names.len() > MAX_BATCH_GET {
+            return Err(ServiceError::invalid(
+                "names",
+                format!("at most {MAX_BATCH_GET} names per call, got {}", names.len()),
+            ));
+        }
+        let parsed = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| self.parse_name(&format!("names[{i}]"), n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mask = parse_mask::<R>(field_mask, "field_mask")?;
+        let projection = self.wait_for(min_revision).await?;
+        let descriptor = R::default().descriptor();
+        let mut found = Vec::new();
+        let mut missing = Vec::new();
+        for name in parsed {
+            match query::get(&projection, &descriptor, &name.to_string())? {
+                Some(message) => found.push(finish(&mask, &message)?),
+                None => missing.push(name.to_string()),
+            }
+        }
+        Ok((found, missing))
+    }
+
+    pub async fn list(&self, request: ListRequest) -> Result<ListResponse<R>, ServiceError> {
+        let parent = self.parse_parent(&request.parent)?;
+        let page_size = match request.page_size {
+            n if n < 0 => return Err(ServiceError::invalid("page_size", "must not be negative")),
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let descriptor = R::default().descriptor();
+        let filter = Filter::parse(&request.filter, &descriptor).map_err(ProjectionError::from)?;
+        let order = OrderBy::parse(&request.order_by, &descriptor).map_err(ProjectionError::from)?;
+        let mask = parse_mask::<R>(request.field_mask, "field_mask")?;
+        // A page token only continues the query that made it.
+        let binding = format!("{parent}\n{}\n{}", request.filter.trim(), order.canonical());
+        let after = if request.page_token.is_empty() {
+            None
+        } else {
+            Some(
+                self.ctx
+                    .page_tokens
+                    .open(&binding, &request.page_token)
+                    .map_err(ProjectionError::from)?,
+            )
+        };
+        let parent_text = parent.to_string();
+        let collection_prefix = if parent_text.is_empty() {
+            format!("{}/", R::Name::COLLECTION)
+        } else {
+            format!("{parent_text}/{}/", R::Name::COLLECTION)
+        };
+        let projection = self.wait_for(request.min_revision).await?;
+        let list_query = ListQuery {
+            descriptor,
+            collection_prefix,
+            filter,
+            order,
+            // Bounded above by MAX_PAGE_SIZE, so the cast is lossless.
+            page_size: page_size as usize,
+            after,
+        };
+        let page = tokio::task::spawn_blocking(move || query::list(&projection, &list_query))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("list task failed: {e}")))??;
+        let items = page
+            .items
+            .iter()
+            .map(|message| finish(&mask, message))
+            .collect::<Result<Vec<R>, _>>()?;
+        let next_page_token = page
+            .next
+            .map(|cursor| self.ctx.page_tokens.seal(&binding, &cursor))
+            .unwrap_or_default();
+        Ok(ListResponse { items, next_page_token, revision: page.revision.to_wire() })
+    }
+}
+
+pub(super) fn parse_mask<R: Resource>(
+    mask: Option<prost_types::FieldMask>,
+    field: &'static str,
+) -> Result<FieldMask, ServiceError> {
+    let paths = mask.map(|m| m.paths).unwrap_or_default();
+    Ok(FieldMask::parse(&paths, &R::default().descriptor(), field).map_err(ProjectionError::from)?)
+}
+
+/// Applies the field mask and converts to the typed resource.
+pub(super) fn finish<R: Resource>(mask: &FieldMask, message: &DynamicMessage) -> Result<R, ServiceError> {
+    let shaped = if mask.is_empty() { message.clone() } else { mask.project(message) };
+    shaped
+        .transcode_to::<R>()
+        .map_err(|e| ServiceError::Internal(format!("converting a stored resource: {e}")))
+}

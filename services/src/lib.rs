@@ -1,0 +1,12 @@
+//! The Fleetlog services: the generic resource engine, the resources of each
+//! service, and fleetd (roles, config, startup and shutdown).
+//!
+//! Start reading at [`engine`]; a resource type is declared in a module like
+//! [`devices::device`].
+
+pub mod devices;
+pub mod engine;
+pub mod error;
+pub mod fleetd;
+
+pub use error::ServiceError;

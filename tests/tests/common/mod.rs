@@ -1,0 +1,113 @@
+//! In-process fleetd on top of a real nats-server, for the suites.
+
+#![allow(dead_code)] // each suite uses a different part
+
+use std::time::Duration;
+
+use fleetlog_events::{EventLog, Id, StreamId};
+use fleetlog_proto::devices::v1::device::{Spec, spec::LoggingConfig};
+use fleetlog_proto::devices::v1::device_service_client::DeviceServiceClient;
+use fleetlog_proto::devices::v1::{CreateDeviceRequest, Device};
+use fleetlog_proto::api::v1::Metadata;
+use fleetlog_services::fleetd::{self, Config, Ready, Role};
+use fleetlog_tests::NatsServer;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub const REGION: &str = "eu1";
+pub const PARENT: &str = "projects/p0/regions/eu1";
+
+pub type Client = DeviceServiceClient<Channel>;
+
+/// A nats-server and a `fleetd all` running in this process.
+pub struct Sandbox {
+    pub nats: NatsServer,
+    pub data: tempfile::TempDir,
+    pub ready: Ready,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Sandbox {
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tune: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
+        let nats = NatsServer::start()?;
+        let data = tempfile::tempdir()?;
+        let mut config = Config {
+            nats_url: Some(nats.url()),
+            listen: "127.0.0.1:0".parse()?,
+            http_listen: "127.0.0.1:0".parse()?,
+            data_dir: data.path().to_owned(),
+            region: REGION.into(),
+            ..Config::default()
+        };
+        tune(&mut config);
+        let shutdown = CancellationToken::new();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(fleetd::run(Role::All, config, shutdown.clone(), Some(tx)));
+        let ready = tokio::time::timeout(Duration::from_secs(30), rx).await??;
+        Ok(Sandbox { nats, data, ready, shutdown, task })
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.ready.grpc)
+    }
+
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        Ok(DeviceServiceClient::connect(self.grpc_url()).await?)
+    }
+
+    /// A log client on the same stream, to inspect what was written.
+    pub async fn log(&self) -> anyhow::Result<EventLog> {
+        let client = self.nats.connect().await?;
+        Ok(EventLog::open(client, StreamId::new(Id::parse("devices")?, Id::parse(REGION)?)).await?)
+    }
+
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task).await???;
+        Ok(())
+    }
+}
+
+pub fn device_name(id: &str) -> String {
+    format!("{PARENT}/devices/{id}")
+}
+
+pub fn device(labels: &[(&str, &str)], priority: i32) -> Device {
+    Device {
+        display_name: "test device".into(),
+        metadata: Some(Metadata {
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        }),
+        spec: Some(Spec {
+            logging_config: Some(LoggingConfig {
+                priority,
+                enable_journal_export: true,
+                units: vec!["sshd.service".into()],
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub async fn create(client: &mut Client, id: &str, resource: Device) -> Result<Device, tonic::Status> {
+    client
+        .create_device(CreateDeviceRequest {
+            parent: PARENT.into(),
+            device_id: id.into(),
+            device: Some(resource),
+            request_id: String::new(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+pub fn revision(device: &Device) -> i64 {
+    device.metadata.as_ref().map_or(0, |m| m.revision)
+}
