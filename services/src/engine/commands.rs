@@ -6,8 +6,6 @@ use std::time::SystemTime;
 use fleetlog_events::envelope::{ChangeKind, CommandId, ResourceChange};
 use fleetlog_events::{Id, LogError, ResourceName, Revision, ShardId, StorageKey, StoredEvent};
 use fleetlog_projections::query_lang::FieldMask;
-use prost::Message as _;
-use prost_reflect::ReflectMessage;
 use prost_types::{Any, Timestamp};
 
 use super::{Engine, Resource};

@@ -7,7 +7,7 @@
 #[macro_export]
 macro_rules! standard_service {
     (
-        impl $service_trait:path for $api:ty {
+        impl $service_trait:ident for $api:ty {
             resource: $resource:ty,
             field: $field:ident,
             plural: $plural:ident,

@@ -5,7 +5,7 @@ use fleetlog_events::ResourceName;
 use fleetlog_projections::query::{self, ListQuery};
 use fleetlog_projections::query_lang::{FieldMask, Filter, OrderBy};
 use fleetlog_projections::ProjectionError;
-use prost_reflect::{DynamicMessage, ReflectMessage};
+use prost_reflect::DynamicMessage;
 
 use super::{Engine, Resource};
 use crate::error::ServiceError;

@@ -14,7 +14,6 @@ use fleetlog_events::{Revision, StoredEvent};
 use fleetlog_projections::ProjectionError;
 use fleetlog_projections::query_lang::{FieldMask, Filter};
 use futures::StreamExt;
-use prost_reflect::ReflectMessage;
 use tokio::sync::mpsc;
 
 use super::queries::{finish, parse_mask};

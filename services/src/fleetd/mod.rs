@@ -84,12 +84,7 @@ async fn serve(
     shutdown: CancellationToken,
     ready: Option<tokio::sync::oneshot::Sender<Ready>>,
 ) -> anyhow::Result<()> {
-    let client = async_nats::ConnectOptions::new()
-        .name(format!("fleetd-{role:?}").to_lowercase())
-        .retry_on_initial_connect()
-        .connect(nats_url)
-        .await
-        .with_context(|| format!("connecting to NATS at {nats_url}"))?;
+    let client = connect_nats(nats_url, role, &shutdown).await?;
     let region = Id::parse(&config.region)?;
     let stream = StreamId::new(Id::parse(devices::SERVICE)?, region.clone());
     let log = tokio::time::timeout(Duration::from_secs(30), EventLog::open(client.clone(), stream))
@@ -202,6 +197,31 @@ async fn serve(
     client.flush().await.ok();
     tracing::info!("fleetd stopped");
     Ok(())
+}
+
+/// Connects to NATS, retrying for a while: the server may still be starting.
+async fn connect_nats(
+    url: &str,
+    role: Role,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<async_nats::Client> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let attempt = async_nats::ConnectOptions::new()
+            .name(format!("fleetd-{role:?}").to_lowercase())
+            .connect(url)
+            .await;
+        match attempt {
+            Ok(client) => return Ok(client),
+            Err(err) if tokio::time::Instant::now() < deadline && !shutdown.is_cancelled() => {
+                tracing::debug!(error = %err, url, "NATS not reachable yet");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(err) => {
+                return Err(err).with_context(|| format!("connecting to NATS at {url}"));
+            }
+        }
+    }
 }
 
 /// Page tokens must verify on every fleetd sharing a data dir and across

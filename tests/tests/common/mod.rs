@@ -48,7 +48,11 @@ impl Sandbox {
         let shutdown = CancellationToken::new();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(fleetd::run(Role::All, config, shutdown.clone(), Some(tx)));
-        let ready = tokio::time::timeout(Duration::from_secs(30), rx).await??;
+        let ready = match tokio::time::timeout(Duration::from_secs(30), rx).await? {
+            Ok(ready) => ready,
+            // fleetd stopped before it was ready: its error says why.
+            Err(_) => return Err(task.await?.err().unwrap_or_else(|| anyhow::anyhow!("fleetd exited"))),
+        };
         Ok(Sandbox { nats, data, ready, shutdown, task })
     }
 

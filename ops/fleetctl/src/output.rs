@@ -1,0 +1,284 @@
+//! Rendering of responses: aligned tables for people, proto3 JSON for programs.
+
+use std::io::{self, Write};
+
+use fleetlog_proto::api::v1::ChangeType;
+use fleetlog_proto::devices::v1::{Device, DeviceChange};
+use prost_reflect::ReflectMessage;
+
+/// Column separator of tables.
+const GAP: &str = "   ";
+
+/// Placeholder for an absent or empty value, so every column is a single word.
+const NONE: &str = "-";
+
+/// Renders `rows` under `headers` as left-aligned columns, one line per row.
+/// Widths are counted in characters; the last column is not padded.
+pub fn format_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header_row: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&header_row).chain(rows) {
+        let mut line = String::new();
+        let last = row.len().saturating_sub(1);
+        for (i, cell) in row.iter().enumerate() {
+            line.push_str(cell);
+            if i < last {
+                let width = widths.get(i).copied().unwrap_or(0);
+                let pad = width.saturating_sub(cell.chars().count());
+                line.extend(std::iter::repeat_n(' ', pad));
+                line.push_str(GAP);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+const DEVICE_HEADERS: [&str; 6] = [
+    "NAME",
+    "DISPLAY NAME",
+    "ONLINE",
+    "PRIORITY",
+    "LABELS",
+    "REVISION",
+];
+
+/// One table row of a device, in the order of [`DEVICE_HEADERS`].
+pub fn device_row(device: &Device) -> Vec<String> {
+    let or_none = |s: &str| {
+        if s.is_empty() {
+            NONE.to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    let online = device
+        .status
+        .as_ref()
+        .map_or_else(|| NONE.to_owned(), |s| s.online.to_string());
+    let priority = device
+        .spec
+        .as_ref()
+        .and_then(|s| s.logging_config.as_ref())
+        .map_or_else(|| NONE.to_owned(), |l| l.priority.to_string());
+    let labels = device
+        .metadata
+        .as_ref()
+        .map(|m| {
+            let mut labels: Vec<String> =
+                m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            labels.sort();
+            labels.join(",")
+        })
+        .unwrap_or_default();
+    let revision = device
+        .metadata
+        .as_ref()
+        .map_or_else(|| NONE.to_owned(), |m| m.revision.to_string());
+    vec![
+        or_none(&device.name),
+        or_none(&device.display_name),
+        online,
+        priority,
+        or_none(&labels),
+        revision,
+    ]
+}
+
+/// The devices as a table with the columns NAME, DISPLAY NAME, ONLINE, PRIORITY,
+/// LABELS, REVISION.
+pub fn device_table(devices: &[Device]) -> String {
+    let rows: Vec<Vec<String>> = devices.iter().map(device_row).collect();
+    format_table(&DEVICE_HEADERS, &rows)
+}
+
+/// Column layout of watch output; every line is written as it arrives, so widths
+/// are fixed rather than measured.
+const WATCH_TYPE_WIDTH: usize = 8;
+const WATCH_REVISION_WIDTH: usize = 10;
+
+/// The header line printed once before watch changes.
+pub fn watch_header() -> String {
+    format!(
+        "{:<tw$}  {:<rw$}  NAME",
+        "TYPE",
+        "REVISION",
+        tw = WATCH_TYPE_WIDTH,
+        rw = WATCH_REVISION_WIDTH
+    )
+}
+
+/// One line per change: `TYPE  REVISION  NAME`.
+pub fn watch_change_line(change: &DeviceChange) -> String {
+    let kind = match ChangeType::try_from(change.r#type) {
+        Ok(t) => t.as_str_name().to_owned(),
+        Err(_) => change.r#type.to_string(),
+    };
+    let name = if change.name.is_empty() {
+        change.device.as_ref().map_or(NONE, |d| d.name.as_str())
+    } else {
+        change.name.as_str()
+    };
+    format!(
+        "{kind:<tw$}  {:<rw$}  {name}",
+        change.revision,
+        tw = WATCH_TYPE_WIDTH,
+        rw = WATCH_REVISION_WIDTH
+    )
+}
+
+/// The line marking the end of the initial state of a watch.
+pub fn watch_current_line(revision: i64) -> String {
+    format!("-- current state complete at revision {revision} --")
+}
+
+/// The message in the proto3 JSON mapping (lowerCamelCase names, default values
+/// omitted, 64-bit integers as strings, timestamps in RFC 3339).
+pub fn to_json<M: ReflectMessage>(message: &M, pretty: bool) -> Result<String, serde_json::Error> {
+    let dynamic = message.transcode_to_dynamic();
+    if pretty {
+        serde_json::to_string_pretty(&dynamic)
+    } else {
+        serde_json::to_string(&dynamic)
+    }
+}
+
+/// Writes `text` to stdout and flushes it.
+pub fn write_stdout(text: &str) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
+/// Writes `line` and a newline to stdout and flushes it.
+pub fn write_line(line: &str) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(line.as_bytes())?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+/// The canonical name of a gRPC status code, as in the API's status table.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetlog_proto::api::v1::Metadata;
+    use fleetlog_proto::devices::v1::device::{Spec, Status, spec::LoggingConfig};
+
+    fn sample_device() -> Device {
+        Device {
+            name: "projects/p/regions/r/devices/gateway-1".into(),
+            display_name: "Gateway 1".into(),
+            description: "in the basement".into(),
+            metadata: Some(Metadata {
+                labels: [("site", "berlin"), ("env", "prod")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+                revision: 42,
+                ..Default::default()
+            }),
+            spec: Some(Spec {
+                logging_config: Some(LoggingConfig {
+                    enable_journal_export: true,
+                    priority: 5,
+                    units: vec!["sshd.service".into()],
+                }),
+                ..Default::default()
+            }),
+            status: Some(Status {
+                online: true,
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn device_table_aligns_columns() {
+        let bare = Device {
+            name: "projects/p/regions/r/devices/d".into(),
+            ..Default::default()
+        };
+        let table = device_table(&[sample_device(), bare]);
+        let expected = "\
+NAME                                     DISPLAY NAME   ONLINE   PRIORITY   LABELS                 REVISION
+projects/p/regions/r/devices/gateway-1   Gateway 1      true     5          env=prod,site=berlin   42
+projects/p/regions/r/devices/d           -              -        -          -                      -
+";
+        assert_eq!(table, expected);
+    }
+
+    #[test]
+    fn empty_device_table_has_a_header() {
+        assert_eq!(
+            device_table(&[]),
+            "NAME   DISPLAY NAME   ONLINE   PRIORITY   LABELS   REVISION\n"
+        );
+    }
+
+    #[test]
+    fn json_uses_lower_camel_case() {
+        let json = to_json(&sample_device(), true).expect("serializes");
+        let value: serde_json::Value = serde_json::from_str(&json).expect("valid json");
+        assert_eq!(value["displayName"], "Gateway 1");
+        assert_eq!(value["spec"]["loggingConfig"]["enableJournalExport"], true);
+        assert_eq!(value["spec"]["loggingConfig"]["priority"], 5);
+        assert_eq!(value["metadata"]["revision"], "42");
+        assert_eq!(value["metadata"]["labels"]["site"], "berlin");
+    }
+
+    #[test]
+    fn watch_lines() {
+        let change = DeviceChange {
+            r#type: ChangeType::Modified as i32,
+            name: "projects/p/regions/r/devices/d".into(),
+            device: None,
+            revision: 17,
+        };
+        assert_eq!(
+            watch_change_line(&change),
+            "MODIFIED  17          projects/p/regions/r/devices/d"
+        );
+        assert_eq!(watch_header(), "TYPE      REVISION    NAME");
+        assert_eq!(
+            watch_current_line(17),
+            "-- current state complete at revision 17 --"
+        );
+    }
+
+    #[test]
+    fn code_names_are_canonical() {
+        assert_eq!(code_name(tonic::Code::NotFound), "NOT_FOUND");
+        assert_eq!(code_name(tonic::Code::InvalidArgument), "INVALID_ARGUMENT");
+    }
+}
