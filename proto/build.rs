@@ -14,10 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptor_path = out_dir.join("fleetlog_descriptor.bin");
-    let includes = vec![
-        PathBuf::from("."),
-        protoc_bin_vendored::include_path()?,
-    ];
+    let includes = vec![PathBuf::from("."), protoc_bin_vendored::include_path()?];
 
     let protos: Vec<PathBuf> = PROTOS.iter().map(PathBuf::from).collect();
     let mut config = prost_build::Config::new();

@@ -104,7 +104,11 @@ impl StoredEvent {
             sequence: revision.get(),
             reason: e.to_string(),
         })?;
-        Ok(StoredEvent { revision, subject: subject.to_owned(), change })
+        Ok(StoredEvent {
+            revision,
+            subject: subject.to_owned(),
+            change,
+        })
     }
 
     pub fn kind(&self) -> ChangeKind {

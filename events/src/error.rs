@@ -21,7 +21,10 @@ pub enum LogError {
     Corrupt { sequence: u64, reason: String },
     /// The server lacks a feature Fleetlog relies on.
     #[error("the NATS server does not support {feature}: {detail}")]
-    Unsupported { feature: &'static str, detail: String },
+    Unsupported {
+        feature: &'static str,
+        detail: String,
+    },
 }
 
 impl LogError {

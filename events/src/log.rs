@@ -64,7 +64,10 @@ impl ServerFeatures {
                 ),
             });
         }
-        Ok(ServerFeatures { full: parsed >= FULL_FEATURE_SERVER, version })
+        Ok(ServerFeatures {
+            full: parsed >= FULL_FEATURE_SERVER,
+            version,
+        })
     }
 }
 
@@ -89,7 +92,9 @@ impl StartAt {
         match self {
             StartAt::LastPerSubject => DeliverPolicy::LastPerSubject,
             StartAt::After(Revision(0)) => DeliverPolicy::All,
-            StartAt::After(Revision(n)) => DeliverPolicy::ByStartSequence { start_sequence: n + 1 },
+            StartAt::After(Revision(n)) => DeliverPolicy::ByStartSequence {
+                start_sequence: n + 1,
+            },
         }
     }
 }
@@ -146,7 +151,12 @@ impl EventLog {
             .map_err(|e| LogError::unavailable("reading the event stream", e))?;
         check_echoed_config(&wanted, &info.config)?;
         let stream = stream.clone();
-        Ok(EventLog { js, stream, id, features })
+        Ok(EventLog {
+            js,
+            stream,
+            id,
+            features,
+        })
     }
 
     pub fn id(&self) -> &StreamId {
@@ -370,7 +380,8 @@ fn classify_publish_error(err: &jetstream::context::PublishError) -> PublishFail
 /// Older servers drop config fields they do not know instead of failing;
 /// compare what came back with what was asked.
 fn check_echoed_config(wanted: &stream::Config, echoed: &stream::Config) -> Result<(), LogError> {
-    let mismatch = |feature: &'static str, detail: String| LogError::Unsupported { feature, detail };
+    let mismatch =
+        |feature: &'static str, detail: String| LogError::Unsupported { feature, detail };
     if echoed.subjects != wanted.subjects {
         return Err(mismatch(
             "the stream's subjects",
@@ -381,7 +392,10 @@ fn check_echoed_config(wanted: &stream::Config, echoed: &stream::Config) -> Resu
         ));
     }
     if echoed.allow_direct != wanted.allow_direct {
-        return Err(mismatch("direct get", "the server ignored allow_direct".into()));
+        return Err(mismatch(
+            "direct get",
+            "the server ignored allow_direct".into(),
+        ));
     }
     if echoed.duplicate_window != wanted.duplicate_window {
         return Err(mismatch(
@@ -406,11 +420,17 @@ mod tests {
 
     #[test]
     fn start_positions_map_to_deliver_policies() {
-        assert_eq!(StartAt::After(Revision(0)).deliver_policy(), DeliverPolicy::All);
+        assert_eq!(
+            StartAt::After(Revision(0)).deliver_policy(),
+            DeliverPolicy::All
+        );
         assert_eq!(
             StartAt::After(Revision(41)).deliver_policy(),
             DeliverPolicy::ByStartSequence { start_sequence: 42 }
         );
-        assert_eq!(StartAt::LastPerSubject.deliver_policy(), DeliverPolicy::LastPerSubject);
+        assert_eq!(
+            StartAt::LastPerSubject.deliver_policy(),
+            DeliverPolicy::LastPerSubject
+        );
     }
 }

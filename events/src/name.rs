@@ -81,7 +81,15 @@ pub trait ParentName:
 
 /// A resource name of one pattern.
 pub trait ResourceName:
-    Clone + fmt::Debug + fmt::Display + FromStr<Err = NameError> + Eq + std::hash::Hash + Send + Sync + 'static
+    Clone
+    + fmt::Debug
+    + fmt::Display
+    + FromStr<Err = NameError>
+    + Eq
+    + std::hash::Hash
+    + Send
+    + Sync
+    + 'static
 {
     type Parent: ParentName;
     /// The collection segment, e.g. `devices`.
@@ -143,7 +151,11 @@ pub fn parse_segments(
         ))
     };
     if collections.is_empty() {
-        return if text.is_empty() { Ok(Vec::new()) } else { Err(mismatch()) };
+        return if text.is_empty() {
+            Ok(Vec::new())
+        } else {
+            Err(mismatch())
+        };
     }
     let parts: Vec<&str> = text.split('/').collect();
     if parts.len() != collections.len() * 2 {
@@ -154,9 +166,11 @@ pub fn parse_segments(
         if pair[0] != *collection {
             return Err(mismatch());
         }
-        ids.push(Id::parse(pair[1]).map_err(|e| {
-            NameError::new(format!("{e} (in {collection}/{{id}} of {expected})"))
-        })?);
+        ids.push(
+            Id::parse(pair[1]).map_err(|e| {
+                NameError::new(format!("{e} (in {collection}/{{id}} of {expected})"))
+            })?,
+        );
     }
     Ok(ids)
 }
@@ -301,7 +315,9 @@ mod tests {
 
     #[test]
     fn round_trips_and_splits_into_parent_and_id() {
-        let name: ThingName = "projects/p0/regions/eu1/things/t-1_x".parse().expect("valid");
+        let name: ThingName = "projects/p0/regions/eu1/things/t-1_x"
+            .parse()
+            .expect("valid");
         assert_eq!(name.to_string(), "projects/p0/regions/eu1/things/t-1_x");
         assert_eq!(name.parent().to_string(), "projects/p0/regions/eu1");
         assert_eq!(name.id().as_str(), "t-1_x");
@@ -309,7 +325,10 @@ mod tests {
         assert_eq!(rebuilt, name);
         let zone: ZoneName = "zones/z".parse().expect("valid");
         assert_eq!(zone.parent().to_string(), "");
-        assert_eq!(ThingName::PATTERN, "projects/{project}/regions/{region}/things/{thing}");
+        assert_eq!(
+            ThingName::PATTERN,
+            "projects/{project}/regions/{region}/things/{thing}"
+        );
         assert_eq!(ThingParent::PATTERN, "projects/{project}/regions/{region}/");
     }
 
@@ -324,7 +343,10 @@ mod tests {
             ("projects/p0/regions/eu1/things/a*", "contains '*'"),
             ("projects/p0/regions/eu1/things/t/x", "does not match"),
             ("projects/p0/regions/eu1/gadgets/t", "does not match"),
-            ("projects/p0/regions/eu1/things/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "at most 32"),
+            (
+                "projects/p0/regions/eu1/things/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                "at most 32",
+            ),
         ];
         for (text, reason) in cases {
             let err = text.parse::<ThingName>().expect_err(text);

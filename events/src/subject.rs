@@ -143,7 +143,9 @@ mod tests {
             "ev.devices.eu1.*.projects.p0.regions.eu1.devices.*"
         );
         assert_eq!(
-            stream.storage_key_of(&stream.resource_subject(&key)).as_deref(),
+            stream
+                .storage_key_of(&stream.resource_subject(&key))
+                .as_deref(),
             Some("projects/p0/regions/eu1/devices/d0")
         );
     }
@@ -155,12 +157,16 @@ mod tests {
         assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
         let name: DeviceName = "projects/p0/regions/eu1/devices/d0".parse().expect("valid");
         let key = StorageKey::from_name(&name);
-        assert_eq!(u64::from(ShardId::of(&key).index()), fnv1a64(key.as_str().as_bytes()) % 16);
+        assert_eq!(
+            u64::from(ShardId::of(&key).index()),
+            fnv1a64(key.as_str().as_bytes()) % 16
+        );
         // Names spread over the whole ring.
         let shards: std::collections::HashSet<u8> = (0..200)
             .map(|i| {
-                let n: DeviceName =
-                    format!("projects/p0/regions/eu1/devices/d{i}").parse().expect("valid");
+                let n: DeviceName = format!("projects/p0/regions/eu1/devices/d{i}")
+                    .parse()
+                    .expect("valid");
                 ShardId::of(&StorageKey::from_name(&n)).index()
             })
             .collect();

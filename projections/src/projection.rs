@@ -44,7 +44,10 @@ impl Converter for AsWritten {
             ChangeKind::Created | ChangeKind::Updated | ChangeKind::Action => Op::Put {
                 type_name,
                 name,
-                record: Record { revision: event.revision.get(), bytes: resource.value.clone() },
+                record: Record {
+                    revision: event.revision.get(),
+                    bytes: resource.value.clone(),
+                },
             },
             ChangeKind::Unspecified => Op::Skip,
         })
@@ -87,7 +90,9 @@ impl Projection {
     /// The checkpoint only changes together with a completed store write, so
     /// a panic elsewhere cannot leave it half-updated: poisoning is ignored.
     fn lock_checkpoint(&self) -> MutexGuard<'_, Checkpoint> {
-        self.checkpoint.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.checkpoint
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The last revision applied.
@@ -104,8 +109,10 @@ impl Projection {
         converter: &dyn Converter,
     ) -> Result<Checkpoint, ProjectionError> {
         let mut checkpoint = self.lock_checkpoint();
-        let fresh: Vec<&StoredEvent> =
-            events.iter().filter(|e| e.revision > checkpoint.revision).collect();
+        let fresh: Vec<&StoredEvent> = events
+            .iter()
+            .filter(|e| e.revision > checkpoint.revision)
+            .collect();
         let Some(last) = fresh.last().map(|e| e.revision) else {
             return Ok(*checkpoint);
         };
@@ -113,14 +120,20 @@ impl Projection {
             .iter()
             .map(|event| converter.convert(event))
             .collect::<Result<Vec<_>, _>>()?;
-        let after = self.store.apply(&ops, fresh.len() as u64, last, *checkpoint)?;
+        let after = self
+            .store
+            .apply(&ops, fresh.len() as u64, last, *checkpoint)?;
         *checkpoint = after;
         self.applied.send_replace(last);
         Ok(after)
     }
 
     /// Waits until `revision` is applied, at most `timeout`.
-    pub async fn wait_for(&self, revision: Revision, timeout: Duration) -> Result<(), ProjectionError> {
+    pub async fn wait_for(
+        &self,
+        revision: Revision,
+        timeout: Duration,
+    ) -> Result<(), ProjectionError> {
         if self.applied() >= revision {
             return Ok(());
         }

@@ -24,7 +24,11 @@ pub struct Projector {
 
 impl Projector {
     pub fn new(log: EventLog, projection: Arc<Projection>, converter: Arc<dyn Converter>) -> Self {
-        Projector { log, projection, converter }
+        Projector {
+            log,
+            projection,
+            converter,
+        }
     }
 
     /// Runs until `cancel` fires. Log errors are retried with backoff; a
@@ -61,16 +65,20 @@ impl Projector {
                 batch = batches.next() => batch,
             };
             let Some(batch) = batch else {
-                return Err(ProjectionError::Log(fleetlog_events::LogError::Unavailable(
-                    "the consumer ended".into(),
-                )));
+                return Err(ProjectionError::Log(
+                    fleetlog_events::LogError::Unavailable("the consumer ended".into()),
+                ));
             };
             let mut events: Vec<StoredEvent> = Vec::with_capacity(batch.len());
             for delivered in batch {
                 events.push(delivered?.event);
             }
             let checkpoint = self.projection.apply(&events, self.converter.as_ref())?;
-            tracing::trace!(applied = checkpoint.revision.get(), events = events.len(), "batch applied");
+            tracing::trace!(
+                applied = checkpoint.revision.get(),
+                events = events.len(),
+                "batch applied"
+            );
         }
     }
 }
@@ -102,7 +110,9 @@ pub async fn replay(
             return Ok(());
         }
     }
-    Err(ProjectionError::Log(fleetlog_events::LogError::Unavailable(
-        "the consumer ended before the replay completed".into(),
-    )))
+    Err(ProjectionError::Log(
+        fleetlog_events::LogError::Unavailable(
+            "the consumer ended before the replay completed".into(),
+        ),
+    ))
 }

@@ -12,9 +12,14 @@ use crate::store::{Record, record_key};
 
 /// Decodes a stored record and stamps `metadata.revision` with the revision
 /// of its last event (events cannot carry their own sequence).
-pub fn decode(descriptor: &MessageDescriptor, record: &Record) -> Result<DynamicMessage, ProjectionError> {
-    let mut message = DynamicMessage::decode(descriptor.clone(), record.bytes.as_slice())
-        .map_err(|e| ProjectionError::Storage(format!("decoding a {}: {e}", descriptor.full_name())))?;
+pub fn decode(
+    descriptor: &MessageDescriptor,
+    record: &Record,
+) -> Result<DynamicMessage, ProjectionError> {
+    let mut message =
+        DynamicMessage::decode(descriptor.clone(), record.bytes.as_slice()).map_err(|e| {
+            ProjectionError::Storage(format!("decoding a {}: {e}", descriptor.full_name()))
+        })?;
     if let Some(field) = descriptor.get_field_by_name("metadata")
         && let Value::Message(metadata) = message.get_field_mut(&field)
     {
@@ -66,25 +71,34 @@ pub fn list(projection: &Projection, query: &ListQuery) -> Result<ListPage, Proj
 
     if query.order.is_empty() {
         let after = query.after.as_ref().map(|c| record_key(type_name, &c.name));
-        let revision = projection.store().scan(&prefix, after.as_deref(), |id, record| {
-            if id.contains(&b'/') {
-                return Ok(true); // a nested collection's resource, not ours
-            }
-            let message = decode(&query.descriptor, &record)?;
-            if query.filter.matches(&message) {
-                let name = name_of(&message);
-                matches.push((message, name));
-            }
-            Ok(matches.len() <= page_size)
-        })?;
+        let revision = projection
+            .store()
+            .scan(&prefix, after.as_deref(), |id, record| {
+                if id.contains(&b'/') {
+                    return Ok(true); // a nested collection's resource, not ours
+                }
+                let message = decode(&query.descriptor, &record)?;
+                if query.filter.matches(&message) {
+                    let name = name_of(&message);
+                    matches.push((message, name));
+                }
+                Ok(matches.len() <= page_size)
+            })?;
         let has_more = matches.len() > page_size;
         matches.truncate(page_size);
         let next = if has_more {
-            matches.last().map(|(_, name)| Cursor { sort_key: Vec::new(), name: name.clone() })
+            matches.last().map(|(_, name)| Cursor {
+                sort_key: Vec::new(),
+                name: name.clone(),
+            })
         } else {
             None
         };
-        return Ok(ListPage { items: matches.into_iter().map(|(m, _)| m).collect(), next, revision });
+        return Ok(ListPage {
+            items: matches.into_iter().map(|(m, _)| m).collect(),
+            next,
+            revision,
+        });
     }
 
     let revision = projection.store().scan(&prefix, None, |id, record| {
@@ -117,11 +131,18 @@ pub fn list(projection: &Projection, query: &ListQuery) -> Result<ListPage, Proj
     let has_more = page.len() > page_size;
     page.truncate(page_size);
     let next = if has_more {
-        page.last().map(|(key, name, _)| Cursor { sort_key: key.clone(), name: name.clone() })
+        page.last().map(|(key, name, _)| Cursor {
+            sort_key: key.clone(),
+            name: name.clone(),
+        })
     } else {
         None
     };
-    Ok(ListPage { items: page.into_iter().map(|(_, _, m)| m).collect(), next, revision })
+    Ok(ListPage {
+        items: page.into_iter().map(|(_, _, m)| m).collect(),
+        next,
+        revision,
+    })
 }
 
 fn name_of(message: &DynamicMessage) -> String {

@@ -9,7 +9,9 @@
 use std::path::{Path, PathBuf};
 
 use fleetlog_events::Revision;
-use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions, WriteBatch};
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions, WriteBatch,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ProjectionError;
@@ -36,8 +38,15 @@ pub struct Record {
 /// What one event does to the projection.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
-    Put { type_name: String, name: String, record: Record },
-    Delete { type_name: String, name: String },
+    Put {
+        type_name: String,
+        name: String,
+        record: Record,
+    },
+    Delete {
+        type_name: String,
+        name: String,
+    },
     /// The event is not for this projection (e.g. an unknown resource type).
     Skip,
 }
@@ -94,7 +103,10 @@ impl Store {
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&options, path, cfs)
             .map_err(|e| ProjectionError::Storage(format!("opening {}: {e}", path.display())))?;
-        let store = Store { db, path: path.to_owned() };
+        let store = Store {
+            db,
+            path: path.to_owned(),
+        };
         match store.api_version()? {
             Some(existing) if existing != api_version => {
                 return Err(ProjectionError::Storage(format!(
@@ -126,7 +138,10 @@ impl Store {
 
     pub fn api_version(&self) -> Result<Option<String>, ProjectionError> {
         let meta = self.cf(CF_META)?;
-        let value = self.db.get_cf(meta, META_API_VERSION).map_err(storage_error)?;
+        let value = self
+            .db
+            .get_cf(meta, META_API_VERSION)
+            .map_err(storage_error)?;
         Ok(value.map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
@@ -163,8 +178,16 @@ impl Store {
         let mut batch = WriteBatch::default();
         for op in ops {
             match op {
-                Op::Put { type_name, name, record } => {
-                    batch.put_cf(resources, record_key(type_name, name), encode_record(record)?);
+                Op::Put {
+                    type_name,
+                    name,
+                    record,
+                } => {
+                    batch.put_cf(
+                        resources,
+                        record_key(type_name, name),
+                        encode_record(record)?,
+                    );
                 }
                 Op::Delete { type_name, name } => {
                     batch.delete_cf(resources, record_key(type_name, name));
@@ -172,9 +195,16 @@ impl Store {
                 Op::Skip => {}
             }
         }
-        let after = Checkpoint { revision: last, events_applied: before.events_applied + events };
+        let after = Checkpoint {
+            revision: last,
+            events_applied: before.events_applied + events,
+        };
         batch.put_cf(meta, META_CHECKPOINT, after.revision.get().to_be_bytes());
-        batch.put_cf(meta, META_EVENTS_APPLIED, after.events_applied.to_be_bytes());
+        batch.put_cf(
+            meta,
+            META_EVENTS_APPLIED,
+            after.events_applied.to_be_bytes(),
+        );
         self.db.write(batch).map_err(storage_error)?;
         Ok(after)
     }
@@ -201,12 +231,13 @@ impl Store {
         let resources = self.cf(CF_RESOURCES)?;
         let meta = self.cf(CF_META)?;
         let snapshot = self.db.snapshot();
-        let revision = match snapshot.get_cf(meta, META_CHECKPOINT).map_err(storage_error)? {
-            Some(bytes) => Revision(u64::from_be_bytes(
-                bytes.as_slice().try_into().map_err(|_| {
-                    ProjectionError::Storage("a checkpoint value is not 8 bytes".into())
-                })?,
-            )),
+        let revision = match snapshot
+            .get_cf(meta, META_CHECKPOINT)
+            .map_err(storage_error)?
+        {
+            Some(bytes) => Revision(u64::from_be_bytes(bytes.as_slice().try_into().map_err(
+                |_| ProjectionError::Storage("a checkpoint value is not 8 bytes".into()),
+            )?)),
             None => Revision(0),
         };
         let mut options = ReadOptions::default();
@@ -244,9 +275,10 @@ impl Store {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(resources, IteratorMode::Start) {
             let (key, value) = item.map_err(storage_error)?;
-            let split = key.iter().position(|b| *b == KEY_SEPARATOR).ok_or_else(|| {
-                ProjectionError::Storage("a record key has no separator".into())
-            })?;
+            let split = key
+                .iter()
+                .position(|b| *b == KEY_SEPARATOR)
+                .ok_or_else(|| ProjectionError::Storage("a record key has no separator".into()))?;
             out.push((
                 String::from_utf8_lossy(&key[..split]).into_owned(),
                 String::from_utf8_lossy(&key[split + 1..]).into_owned(),
@@ -269,7 +301,10 @@ mod tests {
         Op::Put {
             type_name: "t.Thing".into(),
             name: name.into(),
-            record: Record { revision, bytes: vec![revision as u8] },
+            record: Record {
+                revision,
+                bytes: vec![revision as u8],
+            },
         }
     }
 
@@ -279,20 +314,46 @@ mod tests {
         {
             let store = Store::open(dir.path(), "v1")?;
             assert_eq!(store.checkpoint()?, Checkpoint::default());
-            let cp = store.apply(&[put("p/a", 1), put("p/b", 2)], 2, Revision(2), Checkpoint::default())?;
             let cp = store.apply(
-                &[Op::Delete { type_name: "t.Thing".into(), name: "p/a".into() }, Op::Skip],
+                &[put("p/a", 1), put("p/b", 2)],
+                2,
+                Revision(2),
+                Checkpoint::default(),
+            )?;
+            let cp = store.apply(
+                &[
+                    Op::Delete {
+                        type_name: "t.Thing".into(),
+                        name: "p/a".into(),
+                    },
+                    Op::Skip,
+                ],
                 2,
                 Revision(4),
                 cp,
             )?;
-            assert_eq!(cp, Checkpoint { revision: Revision(4), events_applied: 4 });
+            assert_eq!(
+                cp,
+                Checkpoint {
+                    revision: Revision(4),
+                    events_applied: 4
+                }
+            );
         }
         let store = Store::open(dir.path(), "v1")?;
-        assert_eq!(store.checkpoint()?, Checkpoint { revision: Revision(4), events_applied: 4 });
+        assert_eq!(
+            store.checkpoint()?,
+            Checkpoint {
+                revision: Revision(4),
+                events_applied: 4
+            }
+        );
         assert_eq!(store.get("t.Thing", "p/a")?, None);
         assert_eq!(store.get("t.Thing", "p/b")?.map(|r| r.revision), Some(2));
-        assert!(Store::open(dir.path(), "v2").is_err(), "a v1 projection is not a v2 one");
+        assert!(
+            Store::open(dir.path(), "v2").is_err(),
+            "a v1 projection is not a v2 one"
+        );
         Ok(())
     }
 
@@ -300,7 +361,11 @@ mod tests {
     fn scans_a_prefix_from_a_cursor() -> Result<(), ProjectionError> {
         let dir = tempfile::tempdir().map_err(|e| ProjectionError::Storage(e.to_string()))?;
         let store = Store::open(dir.path(), "v1")?;
-        let ops: Vec<Op> = ["p/a", "p/b", "p/c", "q/a"].iter().zip(1..).map(|(n, r)| put(n, r)).collect();
+        let ops: Vec<Op> = ["p/a", "p/b", "p/c", "q/a"]
+            .iter()
+            .zip(1..)
+            .map(|(n, r)| put(n, r))
+            .collect();
         store.apply(&ops, 4, Revision(4), Checkpoint::default())?;
         let prefix = record_key("t.Thing", "p/");
         let mut seen = Vec::new();

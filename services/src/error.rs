@@ -32,7 +32,10 @@ pub enum ServiceError {
 
 impl ServiceError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ServiceError::InvalidArgument { field: field.into(), message: message.into() }
+        ServiceError::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 

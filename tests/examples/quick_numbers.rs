@@ -45,7 +45,10 @@ async fn main() -> anyhow::Result<()> {
             .payload(payload.clone().into())
             .expected_last_subject_sequence(0)
             .message_id(format!("m{i}"));
-        acks.push(js.send_publish(format!("raw.s{}.d{i}", i % 16), publish).await?);
+        acks.push(
+            js.send_publish(format!("raw.s{}.d{i}", i % 16), publish)
+                .await?,
+        );
     }
     for ack in acks {
         ack.await?;
@@ -60,7 +63,12 @@ async fn main() -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             let mut lags = Vec::new();
             for i in (worker..creates).step_by(clients) {
-                let created = create(&mut client, &format!("d{i}"), device(&[("site", "berlin")], 3)).await?;
+                let created = create(
+                    &mut client,
+                    &format!("d{i}"),
+                    device(&[("site", "berlin")], 3),
+                )
+                .await?;
                 if i % 10 == 0 {
                     let acked = Instant::now();
                     client
@@ -88,7 +96,13 @@ async fn main() -> anyhow::Result<()> {
     println!("| creates/s via gRPC ({clients} clients, {creates} creates) | {rate:.0} |");
     println!("| raw JetStream publish/s (pipelined, same payload) | {raw_rate:.0} |");
     println!("| ratio | {:.1} % |", 100.0 * rate / raw_rate);
-    println!("| read-after-write lag p50 (ack → visible, incl. one List RPC) | {:?} |", percentile(&lags, 0.5));
-    println!("| read-after-write lag p99 | {:?} |", percentile(&lags, 0.99));
+    println!(
+        "| read-after-write lag p50 (ack → visible, incl. one List RPC) | {:?} |",
+        percentile(&lags, 0.5)
+    );
+    println!(
+        "| read-after-write lag p99 | {:?} |",
+        percentile(&lags, 0.99)
+    );
     sandbox.stop().await
 }

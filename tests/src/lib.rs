@@ -34,7 +34,11 @@ impl NatsServer {
     pub fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("creating the nats-server directory")?;
         let (child, port) = spawn_nats(dir.path(), None)?;
-        Ok(NatsServer { child: Some(child), port, dir })
+        Ok(NatsServer {
+            child: Some(child),
+            port,
+            dir,
+        })
     }
 
     pub fn url(&self) -> String {
@@ -195,9 +199,11 @@ impl FleetdProcess {
             }
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok((grpc_addr, http_addr)) => {
-                Ok(FleetdProcess { child: Some(child), grpc_addr, http_addr })
-            }
+            Ok((grpc_addr, http_addr)) => Ok(FleetdProcess {
+                child: Some(child),
+                grpc_addr,
+                http_addr,
+            }),
             Err(_) => {
                 let _ = child.kill();
                 let status = child.wait().ok();
@@ -315,7 +321,11 @@ mod tests {
         let client = server.connect().await?;
         let js = async_nats::jetstream::new(client);
         let mut stream = js.get_stream("H").await?;
-        assert_eq!(stream.info().await?.state.messages, 1, "the store survives a restart");
+        assert_eq!(
+            stream.info().await?.state.messages,
+            1,
+            "the store survives a restart"
+        );
         Ok(())
     }
 }

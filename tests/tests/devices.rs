@@ -15,11 +15,17 @@ use prost_types::FieldMask;
 use tonic::Code;
 
 fn mask(paths: &[&str]) -> Option<FieldMask> {
-    Some(FieldMask { paths: paths.iter().map(|p| p.to_string()).collect() })
+    Some(FieldMask {
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+    })
 }
 
 fn get(name: &str, min_revision: i64) -> GetDeviceRequest {
-    GetDeviceRequest { name: name.into(), field_mask: None, min_revision }
+    GetDeviceRequest {
+        name: name.into(),
+        field_mask: None,
+        min_revision,
+    }
 }
 
 fn assert_code<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, mentions: &str) {
@@ -27,7 +33,11 @@ fn assert_code<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code,
         Ok(value) => panic!("expected {code:?}, got {value:?}"),
         Err(status) => {
             assert_eq!(status.code(), code, "{status:?}");
-            assert!(status.message().contains(mentions), "{:?} should mention {mentions:?}", status.message());
+            assert!(
+                status.message().contains(mentions),
+                "{:?} should mention {mentions:?}",
+                status.message()
+            );
         }
     }
 }
@@ -47,10 +57,17 @@ async fn standard_methods_and_status_codes() -> anyhow::Result<()> {
     assert!(metadata.shards.contains_key("byNameMod16"));
 
     // Read-your-writes: the create's revision as min_revision.
-    let fetched = client.get_device(get(&name, revision(&created))).await?.into_inner();
+    let fetched = client
+        .get_device(get(&name, revision(&created)))
+        .await?
+        .into_inner();
     assert_eq!(fetched, created);
 
-    assert_code(create(&mut client, "d0", device(&[], 1)).await, Code::AlreadyExists, "d0");
+    assert_code(
+        create(&mut client, "d0", device(&[], 1)).await,
+        Code::AlreadyExists,
+        "d0",
+    );
 
     // Update through a mask: only the priority changes.
     let mut patch = device(&[("env", "dev")], 6);
@@ -65,8 +82,22 @@ async fn standard_methods_and_status_codes() -> anyhow::Result<()> {
         .await?
         .into_inner();
     assert!(revision(&updated) > revision(&created));
-    assert_eq!(updated.spec.as_ref().and_then(|s| s.logging_config.as_ref()).map(|l| l.priority), Some(6));
-    assert_eq!(updated.metadata.as_ref().and_then(|m| m.labels.get("env")).map(String::as_str), Some("prod"));
+    assert_eq!(
+        updated
+            .spec
+            .as_ref()
+            .and_then(|s| s.logging_config.as_ref())
+            .map(|l| l.priority),
+        Some(6)
+    );
+    assert_eq!(
+        updated
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.get("env"))
+            .map(String::as_str),
+        Some("prod")
+    );
     assert_eq!(updated.metadata.as_ref().map(|m| m.generation), Some(2));
 
     // A stale expected revision loses.
@@ -108,57 +139,116 @@ async fn standard_methods_and_status_codes() -> anyhow::Result<()> {
     assert_eq!(batch.missing, vec![device_name("nope")]);
 
     // Validation names the field.
-    assert_code(create(&mut client, "Bad", device(&[], 1)).await, Code::InvalidArgument, "device_id");
-    assert_code(create(&mut client, "d1", device(&[], 8)).await, Code::InvalidArgument, "device.spec.logging_config.priority");
-    assert_code(client.get_device(get("projects/p0/devices/d0", 0)).await, Code::InvalidArgument, "name");
+    assert_code(
+        create(&mut client, "Bad", device(&[], 1)).await,
+        Code::InvalidArgument,
+        "device_id",
+    );
+    assert_code(
+        create(&mut client, "d1", device(&[], 8)).await,
+        Code::InvalidArgument,
+        "device.spec.logging_config.priority",
+    );
+    assert_code(
+        client.get_device(get("projects/p0/devices/d0", 0)).await,
+        Code::InvalidArgument,
+        "name",
+    );
     assert_code(
         client
-            .create_device(CreateDeviceRequest { parent: "projects/p0".into(), device_id: "x".into(), ..Default::default() })
+            .create_device(CreateDeviceRequest {
+                parent: "projects/p0".into(),
+                device_id: "x".into(),
+                ..Default::default()
+            })
             .await,
         Code::InvalidArgument,
         "parent",
     );
     assert_code(
-        client.get_device(GetDeviceRequest { name: name.clone(), field_mask: mask(&["spec.nope"]), min_revision: 0 }).await,
+        client
+            .get_device(GetDeviceRequest {
+                name: name.clone(),
+                field_mask: mask(&["spec.nope"]),
+                min_revision: 0,
+            })
+            .await,
         Code::InvalidArgument,
         "field_mask",
     );
     assert_code(
-        client.list_devices(ListDevicesRequest { parent: PARENT.into(), filter: "labels.env = ".into(), ..Default::default() }).await,
+        client
+            .list_devices(ListDevicesRequest {
+                parent: PARENT.into(),
+                filter: "labels.env = ".into(),
+                ..Default::default()
+            })
+            .await,
         Code::InvalidArgument,
         "filter",
     );
     assert_code(
-        client.list_devices(ListDevicesRequest { parent: PARENT.into(), order_by: "spec.bogus".into(), ..Default::default() }).await,
+        client
+            .list_devices(ListDevicesRequest {
+                parent: PARENT.into(),
+                order_by: "spec.bogus".into(),
+                ..Default::default()
+            })
+            .await,
         Code::InvalidArgument,
         "order_by",
     );
     assert_code(
-        client.list_devices(ListDevicesRequest { parent: PARENT.into(), page_token: "garbage".into(), ..Default::default() }).await,
+        client
+            .list_devices(ListDevicesRequest {
+                parent: PARENT.into(),
+                page_token: "garbage".into(),
+                ..Default::default()
+            })
+            .await,
         Code::InvalidArgument,
         "page_token",
     );
     assert_code(
         client
-            .update_device(UpdateDeviceRequest { device: Some(patch.clone()), update_mask: mask(&["spec.nope"]), ..Default::default() })
+            .update_device(UpdateDeviceRequest {
+                device: Some(patch.clone()),
+                update_mask: mask(&["spec.nope"]),
+                ..Default::default()
+            })
             .await,
         Code::InvalidArgument,
         "update_mask",
     );
 
     // min_revision beyond the log: bounded wait, then DEADLINE_EXCEEDED.
-    assert_code(client.get_device(get(&name, revision(&updated) + 1000)).await, Code::DeadlineExceeded, "revision");
+    assert_code(
+        client
+            .get_device(get(&name, revision(&updated) + 1000))
+            .await,
+        Code::DeadlineExceeded,
+        "revision",
+    );
 
     // Update of a missing device, with and without allow_missing.
     let mut ghost = device(&[], 2);
     ghost.name = device_name("ghost");
     assert_code(
-        client.update_device(UpdateDeviceRequest { device: Some(ghost.clone()), ..Default::default() }).await,
+        client
+            .update_device(UpdateDeviceRequest {
+                device: Some(ghost.clone()),
+                ..Default::default()
+            })
+            .await,
         Code::NotFound,
         "ghost",
     );
     let upserted = client
-        .update_device(UpdateDeviceRequest { device: Some(ghost), allow_missing: true, ..Default::default() })
+        .update_device(UpdateDeviceRequest {
+            device: Some(ghost),
+            allow_missing: true,
+            ..Default::default()
+        })
         .await?
         .into_inner();
     assert_eq!(upserted.metadata.as_ref().map(|m| m.generation), Some(1));
@@ -166,22 +256,45 @@ async fn standard_methods_and_status_codes() -> anyhow::Result<()> {
     // Delete: stale revision, success, then NOT_FOUND, allow_missing.
     assert_code(
         client
-            .delete_device(DeleteDeviceRequest { name: name.clone(), expected_revision: revision(&created), ..Default::default() })
+            .delete_device(DeleteDeviceRequest {
+                name: name.clone(),
+                expected_revision: revision(&created),
+                ..Default::default()
+            })
             .await,
         Code::Aborted,
         "revision",
     );
     client
-        .delete_device(DeleteDeviceRequest { name: name.clone(), expected_revision: revision(&updated), ..Default::default() })
+        .delete_device(DeleteDeviceRequest {
+            name: name.clone(),
+            expected_revision: revision(&updated),
+            ..Default::default()
+        })
         .await?;
     assert_code(
-        client.delete_device(DeleteDeviceRequest { name: name.clone(), ..Default::default() }).await,
+        client
+            .delete_device(DeleteDeviceRequest {
+                name: name.clone(),
+                ..Default::default()
+            })
+            .await,
         Code::NotFound,
         "d0",
     );
-    client.delete_device(DeleteDeviceRequest { name: name.clone(), allow_missing: true, ..Default::default() }).await?;
+    client
+        .delete_device(DeleteDeviceRequest {
+            name: name.clone(),
+            allow_missing: true,
+            ..Default::default()
+        })
+        .await?;
     let last = sandbox.log().await?.last_revision().await?.get() as i64;
-    assert_code(client.get_device(get(&name, last)).await, Code::NotFound, "d0");
+    assert_code(
+        client.get_device(get(&name, last)).await,
+        Code::NotFound,
+        "d0",
+    );
 
     // A deleted name can be created again.
     let again = create(&mut client, "d0", device(&[], 1)).await?;
@@ -208,14 +321,26 @@ async fn concurrent_updaters_never_lose_an_update() -> anyhow::Result<()> {
             let mut done = 0usize;
             while done < INCREMENTS {
                 let current = client
-                    .get_device(GetDeviceRequest { name: name.clone(), field_mask: None, min_revision: 0 })
+                    .get_device(GetDeviceRequest {
+                        name: name.clone(),
+                        field_mask: None,
+                        min_revision: 0,
+                    })
                     .await?
                     .into_inner();
                 // A read may lag the log: then the expected revision is stale
                 // and the write is ABORTED, never applied on old state.
-                let n: usize = current.metadata.as_ref().and_then(|m| m.labels.get("n")).and_then(|v| v.parse().ok()).unwrap_or(0);
+                let n: usize = current
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.labels.get("n"))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
                 let mut next = current.clone();
-                next.metadata.get_or_insert_with(Default::default).labels.insert("n".into(), (n + 1).to_string());
+                next.metadata
+                    .get_or_insert_with(Default::default)
+                    .labels
+                    .insert("n".into(), (n + 1).to_string());
                 match client
                     .update_device(UpdateDeviceRequest {
                         device: Some(next),
@@ -239,11 +364,27 @@ async fn concurrent_updaters_never_lose_an_update() -> anyhow::Result<()> {
     }
     let last = sandbox.log().await?.last_revision().await?.get() as i64;
     let final_state = client.get_device(get(&name, last)).await?.into_inner();
-    let n: usize = final_state.metadata.as_ref().and_then(|m| m.labels.get("n")).and_then(|v| v.parse().ok()).unwrap_or(0);
-    assert_eq!(n, WRITERS * INCREMENTS, "every acknowledged increment is in the final state");
-    assert_eq!(revision(&final_state), last, "one event per successful update, nothing else");
+    let n: usize = final_state
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.get("n"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(
+        n,
+        WRITERS * INCREMENTS,
+        "every acknowledged increment is in the final state"
+    );
+    assert_eq!(
+        revision(&final_state),
+        last,
+        "one event per successful update, nothing else"
+    );
     assert_eq!(last as usize, 1 + WRITERS * INCREMENTS);
-    println!("8 writers: {} increments, {aborted} aborted attempts", WRITERS * INCREMENTS);
+    println!(
+        "8 writers: {} increments, {aborted} aborted attempts",
+        WRITERS * INCREMENTS
+    );
     sandbox.stop().await
 }
 
@@ -261,7 +402,11 @@ async fn retried_commands_write_one_event() -> anyhow::Result<()> {
     let first = client.create_device(request.clone()).await?.into_inner();
     let second = client.create_device(request.clone()).await?.into_inner();
     assert_eq!(revision(&first), revision(&second));
-    assert_eq!(log.last_revision().await?.get(), 1, "the retry wrote nothing");
+    assert_eq!(
+        log.last_revision().await?.get(),
+        1,
+        "the retry wrote nothing"
+    );
 
     let mut patch = device(&[("k", "v")], 4);
     patch.name = device_name("r0");
@@ -274,17 +419,32 @@ async fn retried_commands_write_one_event() -> anyhow::Result<()> {
     let first = client.update_device(update.clone()).await?.into_inner();
     let second = client.update_device(update.clone()).await?.into_inner();
     assert_eq!(revision(&first), revision(&second));
-    assert_eq!(log.last_revision().await?.get(), 2, "the retry wrote nothing");
+    assert_eq!(
+        log.last_revision().await?.get(),
+        2,
+        "the retry wrote nothing"
+    );
 
     // The same request id on another resource is another command.
-    let other = CreateDeviceRequest { device_id: "r1".into(), ..request };
+    let other = CreateDeviceRequest {
+        device_id: "r1".into(),
+        ..request
+    };
     let created = client.create_device(other).await?.into_inner();
     assert_eq!(revision(&created), 3);
 
-    let delete = DeleteDeviceRequest { name: device_name("r1"), request_id: "delete-r1".into(), ..Default::default() };
+    let delete = DeleteDeviceRequest {
+        name: device_name("r1"),
+        request_id: "delete-r1".into(),
+        ..Default::default()
+    };
     client.delete_device(delete.clone()).await?;
     client.delete_device(delete).await?;
-    assert_eq!(log.last_revision().await?.get(), 4, "the delete retry wrote nothing");
+    assert_eq!(
+        log.last_revision().await?.get(),
+        4,
+        "the delete retry wrote nothing"
+    );
 
     assert_code(
         client
@@ -313,7 +473,12 @@ async fn filter_order_and_pages_over_a_thousand_devices() -> anyhow::Result<()> 
             let mut last = 0;
             for i in (worker..DEVICES).step_by(16) {
                 let group = (i % 3).to_string();
-                let created = create(&mut client, &format!("d{i:04}"), device(&[("group", &group)], (i % 8) as i32)).await?;
+                let created = create(
+                    &mut client,
+                    &format!("d{i:04}"),
+                    device(&[("group", &group)], (i % 8) as i32),
+                )
+                .await?;
                 last = last.max(revision(&created));
             }
             anyhow::Ok(last)
@@ -352,7 +517,11 @@ async fn filter_order_and_pages_over_a_thousand_devices() -> anyhow::Result<()> 
         assert!(page.devices.len() <= 37);
         assert!(page.revision >= last);
         for d in &page.devices {
-            let priority = d.spec.as_ref().and_then(|s| s.logging_config.as_ref()).map_or(-1, |l| l.priority);
+            let priority = d
+                .spec
+                .as_ref()
+                .and_then(|s| s.logging_config.as_ref())
+                .map_or(-1, |l| l.priority);
             seen.push((priority, d.name.clone()));
         }
         if page.next_page_token.is_empty() {
@@ -368,7 +537,12 @@ async fn filter_order_and_pages_over_a_thousand_devices() -> anyhow::Result<()> 
     let mut token = String::new();
     loop {
         let page = client
-            .list_devices(ListDevicesRequest { parent: PARENT.into(), page_size: 250, page_token: token.clone(), ..Default::default() })
+            .list_devices(ListDevicesRequest {
+                parent: PARENT.into(),
+                page_size: 250,
+                page_token: token.clone(),
+                ..Default::default()
+            })
             .await?
             .into_inner();
         names.extend(page.devices.into_iter().map(|d| d.name));
@@ -383,7 +557,12 @@ async fn filter_order_and_pages_over_a_thousand_devices() -> anyhow::Result<()> 
 
     // A token is bound to its query and cannot be edited.
     let first = client
-        .list_devices(ListDevicesRequest { parent: PARENT.into(), page_size: 10, filter: "labels.group = \"2\"".into(), ..Default::default() })
+        .list_devices(ListDevicesRequest {
+            parent: PARENT.into(),
+            page_size: 10,
+            filter: "labels.group = \"2\"".into(),
+            ..Default::default()
+        })
         .await?
         .into_inner();
     assert_code(

@@ -21,7 +21,10 @@ async fn projector_survives_twenty_kill9s() -> anyhow::Result<()> {
     let projector_data = tempfile::tempdir()?;
     let env = vec![
         ("FLEETLOG_NATS_URL", sandbox.nats.url()),
-        ("FLEETLOG_DATA_DIR", projector_data.path().display().to_string()),
+        (
+            "FLEETLOG_DATA_DIR",
+            projector_data.path().display().to_string(),
+        ),
         ("FLEETLOG_REGION", common::REGION.to_owned()),
     ];
 
@@ -38,13 +41,23 @@ async fn projector_survives_twenty_kill9s() -> anyhow::Result<()> {
                 let name = device_name(&id);
                 match i % 5 {
                     4 => {
-                        let _ = client.delete_device(DeleteDeviceRequest { name, allow_missing: true, ..Default::default() }).await;
+                        let _ = client
+                            .delete_device(DeleteDeviceRequest {
+                                name,
+                                allow_missing: true,
+                                ..Default::default()
+                            })
+                            .await;
                     }
                     2 | 3 => {
                         let mut patch = device(&[("i", &i.to_string())], (i % 8) as i32);
                         patch.name = name;
                         client
-                            .update_device(UpdateDeviceRequest { device: Some(patch), allow_missing: true, ..Default::default() })
+                            .update_device(UpdateDeviceRequest {
+                                device: Some(patch),
+                                allow_missing: true,
+                                ..Default::default()
+                            })
                             .await?;
                     }
                     _ => {
@@ -68,28 +81,49 @@ async fn projector_survives_twenty_kill9s() -> anyhow::Result<()> {
     let commands = writer.await??;
     let log = sandbox.log().await?;
     let last = log.last_revision().await?;
-    assert!(last.get() > 100, "events flowed while the projector was killed ({last} events)");
+    assert!(
+        last.get() > 100,
+        "events flowed while the projector was killed ({last} events)"
+    );
 
     // Once more, to catch up; then a clean stop.
     let mut process = FleetdProcess::start("projector", &env)?;
     let mut client =
-        fleetlog_proto::devices::v1::device_service_client::DeviceServiceClient::connect(process.grpc_url()).await?;
+        fleetlog_proto::devices::v1::device_service_client::DeviceServiceClient::connect(
+            process.grpc_url(),
+        )
+        .await?;
     client
-        .list_devices(ListDevicesRequest { parent: PARENT.into(), min_revision: last.get() as i64, ..Default::default() })
+        .list_devices(ListDevicesRequest {
+            parent: PARENT.into(),
+            min_revision: last.get() as i64,
+            ..Default::default()
+        })
         .await?;
     let status = process.terminate()?;
     assert!(status.success(), "SIGTERM stops fleetd cleanly: {status}");
 
-    let projection_dir = projector_data.path().join("projections").join("devices-eu1-v1");
+    let projection_dir = projector_data
+        .path()
+        .join("projections")
+        .join("devices-eu1-v1");
     let survivor = Store::open(&projection_dir, "v1")?;
     let checkpoint = survivor.checkpoint()?;
     assert_eq!(checkpoint.revision, last);
-    assert_eq!(checkpoint.events_applied, last.get(), "no event applied twice or skipped");
+    assert_eq!(
+        checkpoint.events_applied,
+        last.get(),
+        "no event applied twice or skipped"
+    );
 
     let fresh_dir = tempfile::tempdir()?;
     let fresh = Projection::open(fresh_dir.path(), "v1")?;
     projector::replay(&log, &fresh, &AsWritten, |_, _| {}).await?;
-    assert_eq!(survivor.dump()?, fresh.store().dump()?, "the projection equals a fresh replay");
+    assert_eq!(
+        survivor.dump()?,
+        fresh.store().dump()?,
+        "the projection equals a fresh replay"
+    );
     println!("{KILLS} kills, {commands} commands, {last} events");
     sandbox.stop().await
 }

@@ -15,7 +15,9 @@ use fleetlog_proto::devices::v1::{
 use prost_types::FieldMask;
 use tonic::Streaming;
 
-async fn next(stream: &mut Streaming<WatchDevicesResponse>) -> anyhow::Result<WatchDevicesResponse> {
+async fn next(
+    stream: &mut Streaming<WatchDevicesResponse>,
+) -> anyhow::Result<WatchDevicesResponse> {
     match tokio::time::timeout(Duration::from_secs(10), stream.message()).await?? {
         Some(message) => Ok(message),
         None => anyhow::bail!("the watch ended"),
@@ -30,7 +32,12 @@ async fn initial_state_then_live_changes_with_filter() -> anyhow::Result<()> {
         let site = if i % 2 == 0 { "berlin" } else { "paris" };
         create(&mut client, &format!("d{i}"), device(&[("site", site)], 1)).await?;
     }
-    client.delete_device(DeleteDeviceRequest { name: device_name("d4"), ..Default::default() }).await?;
+    client
+        .delete_device(DeleteDeviceRequest {
+            name: device_name("d4"),
+            ..Default::default()
+        })
+        .await?;
 
     let mut stream = client
         .watch_devices(WatchDevicesRequest {
@@ -53,7 +60,10 @@ async fn initial_state_then_live_changes_with_filter() -> anyhow::Result<()> {
     initial.sort();
     assert_eq!(
         initial,
-        vec![(ChangeType::Added, device_name("d0")), (ChangeType::Added, device_name("d2"))]
+        vec![
+            (ChangeType::Added, device_name("d0")),
+            (ChangeType::Added, device_name("d2"))
+        ]
     );
 
     // Live: a paris device moves to berlin (ADDED), a berlin one leaves (REMOVED).
@@ -62,7 +72,9 @@ async fn initial_state_then_live_changes_with_filter() -> anyhow::Result<()> {
     client
         .update_device(UpdateDeviceRequest {
             device: Some(moved),
-            update_mask: Some(FieldMask { paths: vec!["metadata.labels".into()] }),
+            update_mask: Some(FieldMask {
+                paths: vec!["metadata.labels".into()],
+            }),
             ..Default::default()
         })
         .await?;
@@ -76,7 +88,9 @@ async fn initial_state_then_live_changes_with_filter() -> anyhow::Result<()> {
     client
         .update_device(UpdateDeviceRequest {
             device: Some(left),
-            update_mask: Some(FieldMask { paths: vec!["metadata.labels".into()] }),
+            update_mask: Some(FieldMask {
+                paths: vec!["metadata.labels".into()],
+            }),
             ..Default::default()
         })
         .await?;
@@ -91,7 +105,9 @@ async fn initial_state_then_live_changes_with_filter() -> anyhow::Result<()> {
     let updated = client
         .update_device(UpdateDeviceRequest {
             device: Some(renamed),
-            update_mask: Some(FieldMask { paths: vec!["spec.logging_config.priority".into()] }),
+            update_mask: Some(FieldMask {
+                paths: vec!["spec.logging_config.priority".into()],
+            }),
             ..Default::default()
         })
         .await?
@@ -117,7 +133,9 @@ async fn resumed_watch_sees_exactly_the_remaining_changes() -> anyhow::Result<()
         let updated = client
             .update_device(UpdateDeviceRequest {
                 device: Some(patch),
-                update_mask: Some(FieldMask { paths: vec!["spec.logging_config.priority".into()] }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["spec.logging_config.priority".into()],
+                }),
                 ..Default::default()
             })
             .await?
@@ -128,13 +146,20 @@ async fn resumed_watch_sees_exactly_the_remaining_changes() -> anyhow::Result<()
     let expected: Vec<i64> = revisions.iter().copied().filter(|r| *r > middle).collect();
 
     let mut stream = client
-        .watch_devices(WatchDevicesRequest { parent: PARENT.into(), resume_revision: middle, ..Default::default() })
+        .watch_devices(WatchDevicesRequest {
+            parent: PARENT.into(),
+            resume_revision: middle,
+            ..Default::default()
+        })
         .await?
         .into_inner();
     let mut seen = Vec::new();
     while seen.len() < expected.len() {
         let message = next(&mut stream).await?;
-        assert!(!message.is_current, "a resumed watch sends no initial state");
+        assert!(
+            !message.is_current,
+            "a resumed watch sends no initial state"
+        );
         seen.extend(message.changes.iter().map(|c| c.revision));
     }
     assert_eq!(seen, expected, "no gap, no duplicate, in order");
@@ -142,7 +167,14 @@ async fn resumed_watch_sees_exactly_the_remaining_changes() -> anyhow::Result<()
     // And the stream keeps going live.
     let created = create(&mut client, "late", device(&[], 1)).await?;
     let message = next(&mut stream).await?;
-    assert_eq!(message.changes.iter().map(|c| c.revision).collect::<Vec<_>>(), vec![revision(&created)]);
+    assert_eq!(
+        message
+            .changes
+            .iter()
+            .map(|c| c.revision)
+            .collect::<Vec<_>>(),
+        vec![revision(&created)]
+    );
     assert_eq!(message.changes[0].r#type(), ChangeType::Added);
     sandbox.stop().await
 }
@@ -160,29 +192,52 @@ async fn watching_one_device_and_freeing_consumers() -> anyhow::Result<()> {
     let mut stream = client
         .watch_device(WatchDeviceRequest {
             name: device_name("solo"),
-            field_mask: Some(FieldMask { paths: vec!["display_name".into()] }),
+            field_mask: Some(FieldMask {
+                paths: vec!["display_name".into()],
+            }),
             resume_revision: 0,
         })
         .await?
         .into_inner();
-    let first = tokio::time::timeout(Duration::from_secs(10), stream.message()).await??.expect("a message");
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await??
+        .expect("a message");
     assert!(first.is_current);
     assert_eq!(first.changes.len(), 1);
     assert_eq!(first.changes[0].revision, revision(&created));
     let shown = first.changes[0].device.clone().unwrap_or_default();
     assert_eq!(shown.display_name, "test device");
     assert!(shown.spec.is_none(), "the field mask applies");
-    assert_eq!(log.consumer_count().await?, baseline + 1, "one consumer per watch");
+    assert_eq!(
+        log.consumer_count().await?,
+        baseline + 1,
+        "one consumer per watch"
+    );
 
-    client.delete_device(DeleteDeviceRequest { name: device_name("other"), ..Default::default() }).await?;
-    client.delete_device(DeleteDeviceRequest { name: device_name("solo"), ..Default::default() }).await?;
-    let removed = tokio::time::timeout(Duration::from_secs(10), stream.message()).await??.expect("a message");
+    client
+        .delete_device(DeleteDeviceRequest {
+            name: device_name("other"),
+            ..Default::default()
+        })
+        .await?;
+    client
+        .delete_device(DeleteDeviceRequest {
+            name: device_name("solo"),
+            ..Default::default()
+        })
+        .await?;
+    let removed = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await??
+        .expect("a message");
     assert_eq!(removed.changes.len(), 1, "only the watched device");
     assert_eq!(removed.changes[0].r#type(), ChangeType::Removed);
 
     // An empty collection completes its initial state at once.
     let mut empty = client
-        .watch_devices(WatchDevicesRequest { parent: "projects/none/regions/eu1".into(), ..Default::default() })
+        .watch_devices(WatchDevicesRequest {
+            parent: "projects/none/regions/eu1".into(),
+            ..Default::default()
+        })
         .await?
         .into_inner();
     let message = next(&mut empty).await?;
@@ -192,9 +247,17 @@ async fn watching_one_device_and_freeing_consumers() -> anyhow::Result<()> {
     drop(empty);
     let freed = fleetlog_tests::eventually(Duration::from_secs(10), || {
         let log = log.clone();
-        async move { log.consumer_count().await.map(|n| n == baseline).unwrap_or(false) }
+        async move {
+            log.consumer_count()
+                .await
+                .map(|n| n == baseline)
+                .unwrap_or(false)
+        }
     })
     .await;
-    assert!(freed, "the server deletes the consumers of departed clients");
+    assert!(
+        freed,
+        "the server deletes the consumers of departed clients"
+    );
     sandbox.stop().await
 }

@@ -50,10 +50,18 @@ impl Resource for Device {
             if !(0..=MAX_LOG_PRIORITY).contains(&logging.priority) {
                 return Err(FieldViolation::new(
                     "spec.logging_config.priority",
-                    format!("must be 0 to {MAX_LOG_PRIORITY} (journald levels), got {}", logging.priority),
+                    format!(
+                        "must be 0 to {MAX_LOG_PRIORITY} (journald levels), got {}",
+                        logging.priority
+                    ),
                 ));
             }
-            if let Some((i, _)) = logging.units.iter().enumerate().find(|(_, u)| !is_unit_name(u)) {
+            if let Some((i, _)) = logging
+                .units
+                .iter()
+                .enumerate()
+                .find(|(_, u)| !is_unit_name(u))
+            {
                 return Err(FieldViolation::new(
                     format!("spec.logging_config.units[{i}]"),
                     "must be a systemd unit name such as sshd.service",
@@ -69,7 +77,9 @@ impl Resource for Device {
 fn is_unit_name(unit: &str) -> bool {
     !unit.is_empty()
         && unit.len() <= 256
-        && unit.chars().all(|c| !c.is_whitespace() && !c.is_control() && c != '/')
+        && unit
+            .chars()
+            .all(|c| !c.is_whitespace() && !c.is_control() && c != '/')
 }
 
 /// The gRPC `DeviceService`.
@@ -124,11 +134,17 @@ mod tests {
     fn validates_priority_and_units() {
         assert_eq!(with_logging(0, &[]).validate(), Ok(()));
         assert_eq!(with_logging(7, &["sshd.service"]).validate(), Ok(()));
-        let err = with_logging(8, &[]).validate().expect_err("8 is out of range");
+        let err = with_logging(8, &[])
+            .validate()
+            .expect_err("8 is out of range");
         assert_eq!(err.path, "spec.logging_config.priority");
-        let err = with_logging(-1, &[]).validate().expect_err("-1 is out of range");
+        let err = with_logging(-1, &[])
+            .validate()
+            .expect_err("-1 is out of range");
         assert_eq!(err.path, "spec.logging_config.priority");
-        let err = with_logging(3, &["ok.service", "bad unit"]).validate().expect_err("space");
+        let err = with_logging(3, &["ok.service", "bad unit"])
+            .validate()
+            .expect_err("space");
         assert_eq!(err.path, "spec.logging_config.units[1]");
     }
 

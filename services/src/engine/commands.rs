@@ -47,7 +47,8 @@ impl<R: Resource> Engine<R> {
     pub async fn create(&self, request: CreateRequest<R>) -> Result<R, ServiceError> {
         self.check_accepts_commands()?;
         let parent = self.parse_parent(&request.parent)?;
-        let id = Id::parse(&request.id).map_err(|e| ServiceError::invalid(R::ID_FIELD, e.to_string()))?;
+        let id = Id::parse(&request.id)
+            .map_err(|e| ServiceError::invalid(R::ID_FIELD, e.to_string()))?;
         let name = R::Name::new(parent, id);
         let command = command_id(&request.request_id)?;
         let mut resource = request.resource.unwrap_or_default();
@@ -64,7 +65,17 @@ impl<R: Resource> Engine<R> {
         }
         self.stamp(&mut resource, None, &key);
         let expected = last.map_or(Revision::NONE, |e| e.revision);
-        match self.append(&key, ChangeKind::Created, &resource, None, expected, &command).await {
+        match self
+            .append(
+                &key,
+                ChangeKind::Created,
+                &resource,
+                None,
+                expected,
+                &command,
+            )
+            .await
+        {
             Err(ServiceError::Aborted(_)) => Err(ServiceError::AlreadyExists(name.to_string())),
             other => other,
         }
@@ -79,7 +90,10 @@ impl<R: Resource> Engine<R> {
         let name = self.parse_name(&format!("{field}.name"), patch.name())?;
         let command = command_id(&request.request_id)?;
         if request.expected_revision < 0 {
-            return Err(ServiceError::invalid("expected_revision", "must not be negative"));
+            return Err(ServiceError::invalid(
+                "expected_revision",
+                "must not be negative",
+            ));
         }
         let expected_revision = Revision::from_wire(request.expected_revision);
         let descriptor = R::default().descriptor();
@@ -101,7 +115,17 @@ impl<R: Resource> Engine<R> {
                     self.validate(&created)?;
                     self.stamp(&mut created, None, &key);
                     let expected = last.map_or(Revision::NONE, |e| e.revision);
-                    match self.append(&key, ChangeKind::Created, &created, None, expected, &command).await {
+                    match self
+                        .append(
+                            &key,
+                            ChangeKind::Created,
+                            &created,
+                            None,
+                            expected,
+                            &command,
+                        )
+                        .await
+                    {
                         Err(ServiceError::Aborted(_)) => continue,
                         other => return other,
                     }
@@ -127,9 +151,18 @@ impl<R: Resource> Engine<R> {
             updated.set_name(name.to_string());
             self.validate(&updated)?;
             self.stamp(&mut updated, current.metadata(), &key);
-            let update_mask = (!paths.is_empty()).then(|| prost_types::FieldMask { paths: paths.clone() });
+            let update_mask = (!paths.is_empty()).then(|| prost_types::FieldMask {
+                paths: paths.clone(),
+            });
             match self
-                .append(&key, ChangeKind::Updated, &updated, update_mask, last_revision, &command)
+                .append(
+                    &key,
+                    ChangeKind::Updated,
+                    &updated,
+                    update_mask,
+                    last_revision,
+                    &command,
+                )
                 .await
             {
                 // Someone else wrote first. With an expected revision the
@@ -151,7 +184,10 @@ impl<R: Resource> Engine<R> {
         let name = self.parse_name("name", &request.name)?;
         let command = command_id(&request.request_id)?;
         if request.expected_revision < 0 {
-            return Err(ServiceError::invalid("expected_revision", "must not be negative"));
+            return Err(ServiceError::invalid(
+                "expected_revision",
+                "must not be negative",
+            ));
         }
         let expected_revision = Revision::from_wire(request.expected_revision);
         let key = R::storage_key(&name);
@@ -177,7 +213,14 @@ impl<R: Resource> Engine<R> {
             tombstone.metadata_mut().revision = 0;
             tombstone.metadata_mut().delete_time = Some(Timestamp::from(SystemTime::now()));
             match self
-                .append(&key, ChangeKind::Deleted, &tombstone, None, last_revision, &command)
+                .append(
+                    &key,
+                    ChangeKind::Deleted,
+                    &tombstone,
+                    None,
+                    last_revision,
+                    &command,
+                )
                 .await
             {
                 Err(ServiceError::Aborted(message)) if expected_revision != Revision::NONE => {
@@ -187,14 +230,22 @@ impl<R: Resource> Engine<R> {
                 other => return other.map(|_| ()),
             }
         }
-        Err(ServiceError::Aborted(format!("{name} kept changing under concurrent writes; retry")))
+        Err(ServiceError::Aborted(format!(
+            "{name} kept changing under concurrent writes; retry"
+        )))
     }
 
     /// The outcome of an earlier attempt of the same command, if the
     /// resource's last event is that attempt.
-    fn replayed(&self, last: &Option<StoredEvent>, command: &Issued) -> Result<Option<R>, ServiceError> {
+    fn replayed(
+        &self,
+        last: &Option<StoredEvent>,
+        command: &Issued,
+    ) -> Result<Option<R>, ServiceError> {
         match last {
-            Some(event) if command.from_client && event.change.command_id == command.id.as_str() => {
+            Some(event)
+                if command.from_client && event.change.command_id == command.id.as_str() =>
+            {
                 if event.is_deletion() {
                     return Err(ServiceError::NotFound(event.change.storage_key.clone()));
                 }
@@ -206,12 +257,20 @@ impl<R: Resource> Engine<R> {
 
     fn validate(&self, resource: &R) -> Result<(), ServiceError> {
         resource.validate().map_err(|violation| {
-            ServiceError::invalid(format!("{}.{}", R::FIELD, violation.path), violation.message)
+            ServiceError::invalid(
+                format!("{}.{}", R::FIELD, violation.path),
+                violation.message,
+            )
         })
     }
 
     /// Sets the output-only metadata; whatever a client sent there is ignored.
-    fn stamp(&self, resource: &mut R, previous: Option<&fleetlog_proto::api::v1::Metadata>, key: &StorageKey) {
+    fn stamp(
+        &self,
+        resource: &mut R,
+        previous: Option<&fleetlog_proto::api::v1::Metadata>,
+        key: &StorageKey,
+    ) {
         let now = Timestamp::from(SystemTime::now());
         let region = self.ctx.region.to_string();
         let metadata = resource.metadata_mut();
@@ -220,10 +279,8 @@ impl<R: Resource> Engine<R> {
         metadata.delete_time = None;
         metadata.revision = 0;
         metadata.generation = previous.map_or(0, |p| p.generation) + 1;
-        metadata.shards = HashMap::from([(
-            SHARD_LABEL.to_owned(),
-            i64::from(ShardId::of(key).index()),
-        )]);
+        metadata.shards =
+            HashMap::from([(SHARD_LABEL.to_owned(), i64::from(ShardId::of(key).index()))]);
         metadata.owning_region = region;
     }
 
@@ -262,7 +319,12 @@ impl<R: Resource> Engine<R> {
             command_id: command.id.to_string(),
             time: Some(Timestamp::from(SystemTime::now())),
         };
-        let revision = match self.ctx.log.append(key, &change, expected, &command.id).await {
+        let revision = match self
+            .ctx
+            .log
+            .append(key, &change, expected, &command.id)
+            .await
+        {
             Ok(revision) => revision,
             Err(err @ LogError::WrongLastSequence { .. }) => {
                 return Err(ServiceError::Aborted(format!(
@@ -295,5 +357,8 @@ impl std::ops::Deref for Issued {
 fn command_id(request_id: &str) -> Result<Issued, ServiceError> {
     let id = CommandId::from_optional_request_id(request_id)
         .map_err(|message| ServiceError::invalid("request_id", message))?;
-    Ok(Issued { id, from_client: !request_id.is_empty() })
+    Ok(Issued {
+        id,
+        from_client: !request_id.is_empty(),
+    })
 }

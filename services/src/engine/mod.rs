@@ -37,7 +37,10 @@ pub struct FieldViolation {
 
 impl FieldViolation {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldViolation { path: path.into(), message: message.into() }
+        FieldViolation {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -97,13 +100,19 @@ pub struct Engine<R> {
 
 impl<R> Clone for Engine<R> {
     fn clone(&self) -> Self {
-        Engine { ctx: self.ctx.clone(), _resource: PhantomData }
+        Engine {
+            ctx: self.ctx.clone(),
+            _resource: PhantomData,
+        }
     }
 }
 
 impl<R: Resource> Engine<R> {
     pub fn new(ctx: Arc<ServiceContext>) -> Self {
-        Engine { ctx, _resource: PhantomData }
+        Engine {
+            ctx,
+            _resource: PhantomData,
+        }
     }
 
     pub fn context(&self) -> &ServiceContext {
@@ -111,16 +120,13 @@ impl<R: Resource> Engine<R> {
     }
 
     fn parse_name(&self, field: &str, text: &str) -> Result<R::Name, ServiceError> {
-        text.parse::<R::Name>().map_err(|e| ServiceError::invalid(field, e.to_string()))
+        text.parse::<R::Name>()
+            .map_err(|e| ServiceError::invalid(field, e.to_string()))
     }
 
-    fn parse_parent(
-        &self,
-        text: &str,
-    ) -> Result<<R::Name as ResourceName>::Parent, ServiceError> {
-        text.parse().map_err(|e: fleetlog_events::NameError| {
-            ServiceError::invalid("parent", e.to_string())
-        })
+    fn parse_parent(&self, text: &str) -> Result<<R::Name as ResourceName>::Parent, ServiceError> {
+        text.parse()
+            .map_err(|e: fleetlog_events::NameError| ServiceError::invalid("parent", e.to_string()))
     }
 
     fn check_accepts_commands(&self) -> Result<(), ServiceError> {
@@ -140,10 +146,15 @@ impl<R: Resource> Engine<R> {
     /// Waits, bounded, until the active projection has applied `min_revision`.
     async fn wait_for(&self, min_revision: i64) -> Result<Arc<Projection>, ServiceError> {
         if min_revision < 0 {
-            return Err(ServiceError::invalid("min_revision", "must not be negative"));
+            return Err(ServiceError::invalid(
+                "min_revision",
+                "must not be negative",
+            ));
         }
         let projection = self.projection();
-        projection.wait_for(Revision::from_wire(min_revision), self.ctx.read_wait).await?;
+        projection
+            .wait_for(Revision::from_wire(min_revision), self.ctx.read_wait)
+            .await?;
         Ok(projection)
     }
 }

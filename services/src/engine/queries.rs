@@ -2,9 +2,9 @@
 //! `min_revision`.
 
 use fleetlog_events::ResourceName;
+use fleetlog_projections::ProjectionError;
 use fleetlog_projections::query::{self, ListQuery};
 use fleetlog_projections::query_lang::{FieldMask, Filter, OrderBy};
-use fleetlog_projections::ProjectionError;
 use prost_reflect::DynamicMessage;
 
 use super::{Engine, Resource};
@@ -57,7 +57,10 @@ impl<R: Resource> Engine<R> {
         if names.len() > MAX_BATCH_GET {
             return Err(ServiceError::invalid(
                 "names",
-                format!("at most {MAX_BATCH_GET} names per call, got {}", names.len()),
+                format!(
+                    "at most {MAX_BATCH_GET} names per call, got {}",
+                    names.len()
+                ),
             ));
         }
         let parsed = names
@@ -88,7 +91,8 @@ impl<R: Resource> Engine<R> {
         };
         let descriptor = R::default().descriptor();
         let filter = Filter::parse(&request.filter, &descriptor).map_err(ProjectionError::from)?;
-        let order = OrderBy::parse(&request.order_by, &descriptor).map_err(ProjectionError::from)?;
+        let order =
+            OrderBy::parse(&request.order_by, &descriptor).map_err(ProjectionError::from)?;
         let mask = parse_mask::<R>(request.field_mask, "field_mask")?;
         // A page token only continues the query that made it.
         let binding = format!("{parent}\n{}\n{}", request.filter.trim(), order.canonical());
@@ -130,7 +134,11 @@ impl<R: Resource> Engine<R> {
             .next
             .map(|cursor| self.ctx.page_tokens.seal(&binding, &cursor))
             .unwrap_or_default();
-        Ok(ListResponse { items, next_page_token, revision: page.revision.to_wire() })
+        Ok(ListResponse {
+            items,
+            next_page_token,
+            revision: page.revision.to_wire(),
+        })
     }
 }
 
@@ -139,12 +147,20 @@ pub(super) fn parse_mask<R: Resource>(
     field: &'static str,
 ) -> Result<FieldMask, ServiceError> {
     let paths = mask.map(|m| m.paths).unwrap_or_default();
-    Ok(FieldMask::parse(&paths, &R::default().descriptor(), field).map_err(ProjectionError::from)?)
+    Ok(FieldMask::parse(&paths, &R::default().descriptor(), field)
+        .map_err(ProjectionError::from)?)
 }
 
 /// Applies the field mask and converts to the typed resource.
-pub(super) fn finish<R: Resource>(mask: &FieldMask, message: &DynamicMessage) -> Result<R, ServiceError> {
-    let shaped = if mask.is_empty() { message.clone() } else { mask.project(message) };
+pub(super) fn finish<R: Resource>(
+    mask: &FieldMask,
+    message: &DynamicMessage,
+) -> Result<R, ServiceError> {
+    let shaped = if mask.is_empty() {
+        message.clone()
+    } else {
+        mask.project(message)
+    };
     shaped
         .transcode_to::<R>()
         .map_err(|e| ServiceError::Internal(format!("converting a stored resource: {e}")))

@@ -55,7 +55,10 @@ impl<R: Resource> Engine<R> {
         resume_revision: i64,
     ) -> Result<mpsc::Receiver<Result<WatchBatch<R>, tonic::Status>>, ServiceError> {
         if resume_revision < 0 {
-            return Err(ServiceError::invalid("resume_revision", "must not be negative"));
+            return Err(ServiceError::invalid(
+                "resume_revision",
+                "must not be negative",
+            ));
         }
         let mask = parse_mask::<R>(field_mask, "field_mask")?;
         let descriptor = R::default().descriptor();
@@ -63,7 +66,10 @@ impl<R: Resource> Engine<R> {
         let (subject, filter) = match target {
             WatchTarget::One(name) => {
                 let name = self.parse_name("name", &name)?;
-                (stream.resource_subject(&R::storage_key(&name)), Filter::parse("", &descriptor))
+                (
+                    stream.resource_subject(&R::storage_key(&name)),
+                    Filter::parse("", &descriptor),
+                )
             }
             WatchTarget::Collection { parent, filter } => {
                 let parent = self.parse_parent(&parent)?;
@@ -131,14 +137,20 @@ struct Session<R> {
 impl<R: Resource> Session<R> {
     async fn run(
         mut self,
-        events: impl futures::Stream<Item = Result<fleetlog_events::Delivered, fleetlog_events::LogError>> + Unpin,
+        events: impl futures::Stream<
+            Item = Result<fleetlog_events::Delivered, fleetlog_events::LogError>,
+        > + Unpin,
         pending_at_start: u64,
         snapshot_revision: Revision,
         tx: &mpsc::Sender<Result<WatchBatch<R>, tonic::Status>>,
     ) {
         if self.initial && pending_at_start == 0 {
             self.initial = false;
-            let batch = WatchBatch { changes: Vec::new(), is_current: true, revision: snapshot_revision.to_wire() };
+            let batch = WatchBatch {
+                changes: Vec::new(),
+                is_current: true,
+                revision: snapshot_revision.to_wire(),
+            };
             if tx.send(Ok(batch)).await.is_err() {
                 return;
             }
@@ -178,14 +190,20 @@ impl<R: Resource> Session<R> {
                 }
             }
             if !changes.is_empty() {
-                let batch = WatchBatch { changes, is_current: false, revision: last_revision.to_wire() };
+                let batch = WatchBatch {
+                    changes,
+                    is_current: false,
+                    revision: last_revision.to_wire(),
+                };
                 if tx.send(Ok(batch)).await.is_err() {
                     return;
                 }
             }
         }
         let _ = tx
-            .send(Err(tonic::Status::unavailable("the event log consumer ended; resume from the last revision")))
+            .send(Err(tonic::Status::unavailable(
+                "the event log consumer ended; resume from the last revision",
+            )))
             .await;
     }
 
@@ -217,13 +235,17 @@ impl<R: Resource> Session<R> {
                 revision,
             }));
         };
-        let change_type =
-            if self.initial || event.kind() == ChangeKind::Created || !was_visible {
-                ChangeType::Added
-            } else {
-                ChangeType::Modified
-            };
+        let change_type = if self.initial || event.kind() == ChangeKind::Created || !was_visible {
+            ChangeType::Added
+        } else {
+            ChangeType::Modified
+        };
         self.visible.insert(name.clone());
-        Ok(Some(Change { change_type, name, resource: Some(finish(&self.mask, &message)?), revision }))
+        Ok(Some(Change {
+            change_type,
+            name,
+            resource: Some(finish(&self.mask, &message)?),
+            revision,
+        }))
     }
 }

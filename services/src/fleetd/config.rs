@@ -51,11 +51,18 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("environment variable {name}={value:?}: {message}")]
-    Env { name: &'static str, value: String, message: String },
+    Env {
+        name: &'static str,
+        value: String,
+        message: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -68,8 +75,10 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut config = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
                 serde_yaml::from_str::<Config>(&text).map_err(|e| ConfigError::Parse {
                     path: path.to_owned(),
                     message: e.to_string(),
@@ -108,7 +117,10 @@ impl Config {
             config.read_wait_ms = parse_env("FLEETLOG_READ_WAIT_MS", &v)?;
         }
         fleetlog_events::Id::parse(&config.region).map_err(|e| {
-            ConfigError::Invalid(format!("region {:?} is not a valid region ID: {e}", config.region))
+            ConfigError::Invalid(format!(
+                "region {:?} is not a valid region ID: {e}",
+                config.region
+            ))
         })?;
         Ok(config)
     }
@@ -135,8 +147,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 

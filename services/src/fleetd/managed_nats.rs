@@ -21,8 +21,7 @@ pub struct ManagedNats {
 impl ManagedNats {
     pub async fn start(bin: &Path, data_dir: &Path) -> anyhow::Result<Self> {
         let store = data_dir.join("nats");
-        std::fs::create_dir_all(&store)
-            .with_context(|| format!("creating {}", store.display()))?;
+        std::fs::create_dir_all(&store).with_context(|| format!("creating {}", store.display()))?;
         let port = free_port()?;
         let child = Command::new(bin)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
@@ -41,7 +40,10 @@ impl ManagedNats {
             })?;
         let url = format!("nats://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).await.is_err() {
+        while tokio::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+            .is_err()
+        {
             if Instant::now() > deadline {
                 bail!("the managed nats-server did not listen on port {port} within 20 s");
             }
@@ -54,9 +56,15 @@ impl ManagedNats {
     /// SIGTERM lets the server flush its store; SIGKILL after a grace period.
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
-            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
         }
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
             let _ = self.child.kill().await;
         }
     }

@@ -87,9 +87,12 @@ async fn serve(
     let client = connect_nats(nats_url, role, &shutdown).await?;
     let region = Id::parse(&config.region)?;
     let stream = StreamId::new(Id::parse(devices::SERVICE)?, region.clone());
-    let log = tokio::time::timeout(Duration::from_secs(30), EventLog::open(client.clone(), stream))
-        .await
-        .context("NATS did not answer within 30 s")??;
+    let log = tokio::time::timeout(
+        Duration::from_secs(30),
+        EventLog::open(client.clone(), stream),
+    )
+    .await
+    .context("NATS did not answer within 30 s")??;
     tracing::info!(server = %log.features().version, stream = %log.id().stream_name(), "event log open");
     if !log.features().full {
         tracing::warn!(
@@ -98,10 +101,12 @@ async fn serve(
         );
     }
 
-    let projection_dir = config
-        .data_dir
-        .join("projections")
-        .join(format!("{}-{}-{}", devices::SERVICE, region, devices::API_VERSION));
+    let projection_dir = config.data_dir.join("projections").join(format!(
+        "{}-{}-{}",
+        devices::SERVICE,
+        region,
+        devices::API_VERSION
+    ));
     let projection = Projection::open(&projection_dir, devices::API_VERSION)?;
     let tasks = TaskTracker::new();
     let projector_stop = CancellationToken::new();
@@ -130,8 +135,12 @@ async fn serve(
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_not_serving::<DeviceServiceServer<DeviceApi>>().await;
-    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    health
+        .set_not_serving::<DeviceServiceServer<DeviceApi>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(fleetlog_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -147,7 +156,10 @@ async fn serve(
     let http_listener = TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("binding the HTTP address {}", config.http_listen))?;
-    let addrs = Ready { grpc: grpc_listener.local_addr()?, http: http_listener.local_addr()? };
+    let addrs = Ready {
+        grpc: grpc_listener.local_addr()?,
+        http: http_listener.local_addr()?,
+    };
 
     let grpc_shutdown = shutdown.clone();
     let grpc = tonic::transport::Server::builder()
@@ -156,9 +168,12 @@ async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(DeviceServiceServer::new(DeviceApi::new(Engine::new(ctx.clone()))))
+        .add_service(DeviceServiceServer::new(DeviceApi::new(Engine::new(
+            ctx.clone(),
+        ))))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            // Without TCP_NODELAY small responses wait for delayed ACKs (~40 ms).
+            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
             async move { grpc_shutdown.cancelled().await },
         );
     let grpc_task = tokio::spawn(grpc);
@@ -172,7 +187,9 @@ async fn serve(
     });
 
     health.set_serving::<DeviceServiceServer<DeviceApi>>().await;
-    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
     // Scripts and tests wait for exactly this line on stdout.
     println!("fleetd ready grpc={} http={}", addrs.grpc, addrs.http);
     tracing::info!(grpc = %addrs.grpc, http = %addrs.http, ?role, "fleetd ready");
@@ -182,7 +199,9 @@ async fn serve(
 
     shutdown.cancelled().await;
     tracing::info!("shutting down");
-    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
     let drain = Duration::from_secs(10);
     if tokio::time::timeout(drain, grpc_task).await.is_err() {
         tracing::warn!("gRPC connections did not drain within {drain:?}");
@@ -234,7 +253,6 @@ fn page_token_key(data_dir: &Path) -> anyhow::Result<PageTokenKey> {
         return Ok(PageTokenKey::new(key));
     }
     let key = PageTokenKey::random();
-    std::fs::write(&path, key.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, key.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
     Ok(key)
 }

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use fleetlog_events::{EventLog, Id, StreamId};
+use fleetlog_proto::api::v1::Metadata;
 use fleetlog_proto::devices::v1::device::{Spec, spec::LoggingConfig};
 use fleetlog_proto::devices::v1::device_service_client::DeviceServiceClient;
 use fleetlog_proto::devices::v1::{CreateDeviceRequest, Device};
-use fleetlog_proto::api::v1::Metadata;
 use fleetlog_services::fleetd::{self, Config, Ready, Role};
 use fleetlog_tests::NatsServer;
 use tokio_util::sync::CancellationToken;
@@ -51,9 +51,20 @@ impl Sandbox {
         let ready = match tokio::time::timeout(Duration::from_secs(30), rx).await? {
             Ok(ready) => ready,
             // fleetd stopped before it was ready: its error says why.
-            Err(_) => return Err(task.await?.err().unwrap_or_else(|| anyhow::anyhow!("fleetd exited"))),
+            Err(_) => {
+                return Err(task
+                    .await?
+                    .err()
+                    .unwrap_or_else(|| anyhow::anyhow!("fleetd exited")));
+            }
         };
-        Ok(Sandbox { nats, data, ready, shutdown, task })
+        Ok(Sandbox {
+            nats,
+            data,
+            ready,
+            shutdown,
+            task,
+        })
     }
 
     pub fn grpc_url(&self) -> String {
@@ -67,7 +78,11 @@ impl Sandbox {
     /// A log client on the same stream, to inspect what was written.
     pub async fn log(&self) -> anyhow::Result<EventLog> {
         let client = self.nats.connect().await?;
-        Ok(EventLog::open(client, StreamId::new(Id::parse("devices")?, Id::parse(REGION)?)).await?)
+        Ok(EventLog::open(
+            client,
+            StreamId::new(Id::parse("devices")?, Id::parse(REGION)?),
+        )
+        .await?)
     }
 
     pub async fn stop(self) -> anyhow::Result<()> {
@@ -85,7 +100,10 @@ pub fn device(labels: &[(&str, &str)], priority: i32) -> Device {
     Device {
         display_name: "test device".into(),
         metadata: Some(Metadata {
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..Default::default()
         }),
         spec: Some(Spec {
@@ -100,7 +118,11 @@ pub fn device(labels: &[(&str, &str)], priority: i32) -> Device {
     }
 }
 
-pub async fn create(client: &mut Client, id: &str, resource: Device) -> Result<Device, tonic::Status> {
+pub async fn create(
+    client: &mut Client,
+    id: &str,
+    resource: Device,
+) -> Result<Device, tonic::Status> {
     client
         .create_device(CreateDeviceRequest {
             parent: PARENT.into(),
