@@ -310,12 +310,14 @@ async fn concurrent_updaters_never_lose_an_update() -> anyhow::Result<()> {
     let sandbox = Sandbox::start().await?;
     let mut client = sandbox.client().await?;
     let name = device_name("counter");
-    create(&mut client, "counter", device(&[("n", "0")], 1)).await?;
+    let created = create(&mut client, "counter", device(&[("n", "0")], 1)).await?;
 
     let mut writers = Vec::new();
     for _ in 0..WRITERS {
         let mut client = sandbox.client().await?;
         let name = name.clone();
+        // Each writer reads at least its own last write.
+        let mut seen = revision(&created);
         writers.push(tokio::spawn(async move {
             let mut aborted = 0usize;
             let mut done = 0usize;
@@ -324,7 +326,7 @@ async fn concurrent_updaters_never_lose_an_update() -> anyhow::Result<()> {
                     .get_device(GetDeviceRequest {
                         name: name.clone(),
                         field_mask: None,
-                        min_revision: 0,
+                        min_revision: seen,
                     })
                     .await?
                     .into_inner();
@@ -350,7 +352,10 @@ async fn concurrent_updaters_never_lose_an_update() -> anyhow::Result<()> {
                     })
                     .await
                 {
-                    Ok(_) => done += 1,
+                    Ok(written) => {
+                        seen = revision(written.get_ref());
+                        done += 1;
+                    }
                     Err(status) if status.code() == Code::Aborted => aborted += 1,
                     Err(status) => return Err(anyhow::anyhow!("unexpected {status:?}")),
                 }
