@@ -169,12 +169,16 @@ impl EventLog {
 
     /// The sequence of the newest event in the stream.
     pub async fn last_revision(&self) -> Result<Revision, LogError> {
+        Ok(Revision(self.state().await?.last_sequence))
+    }
+
+    async fn state(&self) -> Result<stream::State, LogError> {
         let mut stream = self.stream.clone();
         let info = stream
             .info()
             .await
             .map_err(|e| LogError::unavailable("reading the stream state", e))?;
-        Ok(Revision(info.state.last_sequence))
+        Ok(info.state.clone())
     }
 
     /// The last event of a resource, read through the stream leader.
@@ -344,12 +348,7 @@ impl EventLog {
 
     /// How many consumers the stream has (tests and metrics).
     pub async fn consumer_count(&self) -> Result<usize, LogError> {
-        let mut stream = self.stream.clone();
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| LogError::unavailable("reading the stream state", e))?;
-        Ok(info.state.consumer_count)
+        Ok(self.state().await?.consumer_count)
     }
 }
 

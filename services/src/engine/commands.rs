@@ -1,6 +1,8 @@
 //! Create, Update, Delete: read the last event, decide, append.
 
 use std::collections::HashMap;
+use std::fmt::Display;
+use std::ops::ControlFlow;
 use std::time::SystemTime;
 
 use fleetlog_events::envelope::{ChangeKind, CommandId, ResourceChange};
@@ -89,13 +91,7 @@ impl<R: Resource> Engine<R> {
         };
         let name = self.parse_name(&format!("{field}.name"), patch.name())?;
         let command = command_id(&request.request_id)?;
-        if request.expected_revision < 0 {
-            return Err(ServiceError::invalid(
-                "expected_revision",
-                "must not be negative",
-            ));
-        }
-        let expected_revision = Revision::from_wire(request.expected_revision);
+        let expected_revision = parse_expected_revision(request.expected_revision)?;
         let descriptor = R::default().descriptor();
         let paths = request.update_mask.map(|m| m.paths).unwrap_or_default();
         let mask = FieldMask::parse(&paths, &descriptor, "update_mask")
@@ -133,12 +129,7 @@ impl<R: Resource> Engine<R> {
                 _ => return Err(ServiceError::NotFound(name.to_string())),
             };
             let last_revision = last.map_or(Revision::NONE, |e| e.revision);
-            if expected_revision != Revision::NONE && expected_revision != last_revision {
-                return Err(ServiceError::Aborted(format!(
-                    "{name} is at revision {last_revision}, not the expected {expected_revision}; \
-                     read it again and retry"
-                )));
-            }
+            check_expected(&name, expected_revision, last_revision)?;
             let mut updated = if mask.is_empty() {
                 patch.clone()
             } else {
@@ -154,7 +145,7 @@ impl<R: Resource> Engine<R> {
             let update_mask = (!paths.is_empty()).then(|| prost_types::FieldMask {
                 paths: paths.clone(),
             });
-            match self
+            let outcome = self
                 .append(
                     &key,
                     ChangeKind::Updated,
@@ -163,33 +154,20 @@ impl<R: Resource> Engine<R> {
                     last_revision,
                     &command,
                 )
-                .await
-            {
-                // Someone else wrote first. With an expected revision the
-                // caller asked to lose; without one, merge onto the newer state.
-                Err(ServiceError::Aborted(message)) if expected_revision != Revision::NONE => {
-                    return Err(ServiceError::Aborted(message));
-                }
-                Err(ServiceError::Aborted(_)) => continue,
-                other => return other,
+                .await;
+            match after_race(outcome, expected_revision) {
+                ControlFlow::Continue(()) => continue,
+                ControlFlow::Break(result) => return result,
             }
         }
-        Err(ServiceError::Aborted(format!(
-            "{name} kept changing under concurrent writes; retry"
-        )))
+        Err(kept_changing(&name))
     }
 
     pub async fn delete(&self, request: DeleteRequest) -> Result<(), ServiceError> {
         self.check_accepts_commands()?;
         let name = self.parse_name("name", &request.name)?;
         let command = command_id(&request.request_id)?;
-        if request.expected_revision < 0 {
-            return Err(ServiceError::invalid(
-                "expected_revision",
-                "must not be negative",
-            ));
-        }
-        let expected_revision = Revision::from_wire(request.expected_revision);
+        let expected_revision = parse_expected_revision(request.expected_revision)?;
         let key = R::storage_key(&name);
         for _ in 0..MERGE_ATTEMPTS {
             let last = self.ctx.log.last(&key).await?;
@@ -204,15 +182,11 @@ impl<R: Resource> Engine<R> {
                 _ if request.allow_missing => return Ok(()),
                 _ => return Err(ServiceError::NotFound(name.to_string())),
             };
-            if expected_revision != Revision::NONE && expected_revision != last_revision {
-                return Err(ServiceError::Aborted(format!(
-                    "{name} is at revision {last_revision}, not the expected {expected_revision}"
-                )));
-            }
+            check_expected(&name, expected_revision, last_revision)?;
             let mut tombstone = current;
             tombstone.metadata_mut().revision = 0;
             tombstone.metadata_mut().delete_time = Some(Timestamp::from(SystemTime::now()));
-            match self
+            let outcome = self
                 .append(
                     &key,
                     ChangeKind::Deleted,
@@ -221,18 +195,13 @@ impl<R: Resource> Engine<R> {
                     last_revision,
                     &command,
                 )
-                .await
-            {
-                Err(ServiceError::Aborted(message)) if expected_revision != Revision::NONE => {
-                    return Err(ServiceError::Aborted(message));
-                }
-                Err(ServiceError::Aborted(_)) => continue,
-                other => return other.map(|_| ()),
+                .await;
+            match after_race(outcome, expected_revision) {
+                ControlFlow::Continue(()) => continue,
+                ControlFlow::Break(result) => return result.map(|_| ()),
             }
         }
-        Err(ServiceError::Aborted(format!(
-            "{name} kept changing under concurrent writes; retry"
-        )))
+        Err(kept_changing(&name))
     }
 
     /// The outcome of an earlier attempt of the same command, if the
@@ -352,6 +321,50 @@ impl std::ops::Deref for Issued {
     fn deref(&self) -> &CommandId {
         &self.id
     }
+}
+
+fn parse_expected_revision(value: i64) -> Result<Revision, ServiceError> {
+    if value < 0 {
+        return Err(ServiceError::invalid(
+            "expected_revision",
+            "must not be negative",
+        ));
+    }
+    Ok(Revision::from_wire(value))
+}
+
+/// A command's `expected_revision` (none: no check) against the resource's
+/// actual last revision.
+fn check_expected(
+    name: &impl Display,
+    expected: Revision,
+    actual: Revision,
+) -> Result<(), ServiceError> {
+    if expected != Revision::NONE && expected != actual {
+        return Err(ServiceError::Aborted(format!(
+            "{name} is at revision {actual}, not the expected {expected}; read it again and retry"
+        )));
+    }
+    Ok(())
+}
+
+/// After an append: when a concurrent write got in first, a command with an
+/// expected revision asked to lose; one without re-applies itself to the
+/// newer state.
+fn after_race<T>(
+    outcome: Result<T, ServiceError>,
+    expected: Revision,
+) -> ControlFlow<Result<T, ServiceError>> {
+    match outcome {
+        Err(ServiceError::Aborted(_)) if expected == Revision::NONE => ControlFlow::Continue(()),
+        other => ControlFlow::Break(other),
+    }
+}
+
+fn kept_changing(name: &impl Display) -> ServiceError {
+    ServiceError::Aborted(format!(
+        "{name} kept changing under concurrent writes; retry"
+    ))
 }
 
 fn command_id(request_id: &str) -> Result<Issued, ServiceError> {

@@ -6,6 +6,23 @@
 /// code reads like the proto service it implements.
 #[macro_export]
 macro_rules! standard_service {
+    // A watch batch as a `Watch…Response`; both watch methods share it.
+    (@response $response:ident, $change:ident, $field:ident) => {
+        |batch: $crate::engine::watch::WatchBatch<_>| $response {
+            changes: batch
+                .changes
+                .into_iter()
+                .map(|c| $change {
+                    r#type: c.change_type as i32,
+                    name: c.name,
+                    $field: c.resource,
+                    revision: c.revision,
+                })
+                .collect(),
+            is_current: batch.is_current,
+            revision: batch.revision,
+        }
+    };
     (
         impl $service_trait:ident for $api:ty {
             resource: $resource:ty,
@@ -82,19 +99,10 @@ macro_rules! standard_service {
                     .engine
                     .watch($crate::engine::watch::WatchTarget::One(r.name), r.field_mask, r.resume_revision)
                     .await?;
-                let stream = futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(batches), |batch| {
-                    batch.map(|b| $watch_one_resp {
-                        changes: b.changes.into_iter().map(|c| $change {
-                            r#type: c.change_type as i32,
-                            name: c.name,
-                            $field: c.resource,
-                            revision: c.revision,
-                        }).collect(),
-                        is_current: b.is_current,
-                        revision: b.revision,
-                    })
-                });
-                Ok(tonic::Response::new(Box::pin(stream)))
+                Ok(tonic::Response::new($crate::engine::watch::response_stream(
+                    batches,
+                    $crate::standard_service!(@response $watch_one_resp, $change, $field),
+                )))
             }
 
             type $watch_stream = std::pin::Pin<Box<
@@ -114,19 +122,10 @@ macro_rules! standard_service {
                         r.resume_revision,
                     )
                     .await?;
-                let stream = futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(batches), |batch| {
-                    batch.map(|b| $watch_resp {
-                        changes: b.changes.into_iter().map(|c| $change {
-                            r#type: c.change_type as i32,
-                            name: c.name,
-                            $field: c.resource,
-                            revision: c.revision,
-                        }).collect(),
-                        is_current: b.is_current,
-                        revision: b.revision,
-                    })
-                });
-                Ok(tonic::Response::new(Box::pin(stream)))
+                Ok(tonic::Response::new($crate::engine::watch::response_stream(
+                    batches,
+                    $crate::standard_service!(@response $watch_resp, $change, $field),
+                )))
             }
 
             async fn $create(

@@ -120,6 +120,16 @@ impl<R: Resource> Engine<R> {
     }
 }
 
+/// The gRPC response stream of a watch: each batch converted by `respond`.
+pub fn response_stream<R: Resource, T: Send + 'static>(
+    batches: mpsc::Receiver<Result<WatchBatch<R>, tonic::Status>>,
+    respond: impl Fn(WatchBatch<R>) -> T + Send + 'static,
+) -> std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send + 'static>> {
+    Box::pin(
+        tokio_stream::wrappers::ReceiverStream::new(batches).map(move |batch| batch.map(&respond)),
+    )
+}
+
 struct Session<R> {
     engine: Engine<R>,
     filter: Filter,

@@ -27,8 +27,11 @@ impl ManagedNats {
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
             .arg("-sd")
             .arg(&store)
+            // Its own log file keeps fleetd's log readable.
+            .arg("-l")
+            .arg(store.join("nats-server.log"))
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .with_context(|| {
