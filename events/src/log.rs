@@ -38,6 +38,9 @@ const MIN_SERVER: (u64, u64) = (2, 9);
 /// Servers from here on have every JetStream feature Fleetlog uses.
 const FULL_FEATURE_SERVER: (u64, u64) = (2, 12);
 
+/// Longest a consumer's pull request waits; idle heartbeats come at half that.
+const PULL_EXPIRY: Duration = Duration::from_secs(2);
+
 /// What the connected server can do, read from INFO and the echoed stream
 /// config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,6 +121,7 @@ pub struct Subscription<S> {
 /// The log of one service in one region.
 #[derive(Clone)]
 pub struct EventLog {
+    client: async_nats::Client,
     js: jetstream::Context,
     stream: stream::Stream,
     id: StreamId,
@@ -129,7 +133,7 @@ impl EventLog {
     /// configuration Fleetlog asked for.
     pub async fn open(client: async_nats::Client, id: StreamId) -> Result<Self, LogError> {
         let features = ServerFeatures::detect(&client)?;
-        let js = jetstream::new(client);
+        let js = jetstream::new(client.clone());
         let wanted = stream::Config {
             name: id.stream_name(),
             subjects: vec![id.all_subjects()],
@@ -152,6 +156,7 @@ impl EventLog {
         check_echoed_config(&wanted, &info.config)?;
         let stream = stream.clone();
         Ok(EventLog {
+            client,
             js,
             stream,
             id,
@@ -181,8 +186,20 @@ impl EventLog {
         Ok(info.state.clone())
     }
 
+    /// Commands fail fast while the connection is down instead of waiting
+    /// out the request timeout; the client reconnects by itself.
+    fn ensure_connected(&self) -> Result<(), LogError> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(LogError::Unavailable(format!(
+                "not connected to NATS ({state})"
+            ))),
+        }
+    }
+
     /// The last event of a resource, read through the stream leader.
     pub async fn last(&self, key: &StorageKey) -> Result<Option<StoredEvent>, LogError> {
+        self.ensure_connected()?;
         let subject = self.id.resource_subject(key);
         match self.stream.get_last_raw_message_by_subject(&subject).await {
             Ok(message) => Ok(Some(StoredEvent::decode(
@@ -219,6 +236,7 @@ impl EventLog {
         expected: Revision,
         command: &CommandId,
     ) -> Result<Revision, LogError> {
+        self.ensure_connected()?;
         let subject = self.id.resource_subject(key);
         let payload = Bytes::from(change.encode_to_vec());
         // Scoped by subject: a client reusing a request id for another
@@ -305,6 +323,10 @@ impl EventLog {
             name,
             filter_subject,
             deliver_policy: start.deliver_policy(),
+            // Short pulls mean 1 s idle heartbeats: after a server restart
+            // the consumer notices it is gone and is recreated within
+            // seconds, not the 30 s of the default expiry.
+            max_expires: PULL_EXPIRY,
             ..Default::default()
         };
         let mut consumer = self

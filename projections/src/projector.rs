@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use fleetlog_events::{EventLog, StartAt, StoredEvent};
 use futures::StreamExt;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ProjectionError;
@@ -20,6 +21,7 @@ pub struct Projector {
     log: EventLog,
     projection: Arc<Projection>,
     converter: Arc<dyn Converter>,
+    reconnects: Option<watch::Receiver<u64>>,
 }
 
 impl Projector {
@@ -28,13 +30,23 @@ impl Projector {
             log,
             projection,
             converter,
+            reconnects: None,
         }
+    }
+
+    /// Restart consuming whenever this counter changes (the NATS connection
+    /// was re-established): a restarted server has lost the in-memory
+    /// consumer, and waiting for missed heartbeats would stall the
+    /// projection for seconds.
+    pub fn restart_on(mut self, reconnects: watch::Receiver<u64>) -> Self {
+        self.reconnects = Some(reconnects);
+        self
     }
 
     /// Runs until `cancel` fires. Log errors are retried with backoff; a
     /// storage or conversion error stops the projector (the projection would
     /// otherwise silently diverge from the log).
-    pub async fn run(self, cancel: CancellationToken) -> Result<(), ProjectionError> {
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<(), ProjectionError> {
         let mut backoff = Duration::from_millis(50);
         loop {
             match self.follow(&cancel).await {
@@ -52,7 +64,10 @@ impl Projector {
         }
     }
 
-    async fn follow(&self, cancel: &CancellationToken) -> Result<(), ProjectionError> {
+    async fn follow(&mut self, cancel: &CancellationToken) -> Result<(), ProjectionError> {
+        if let Some(reconnects) = &mut self.reconnects {
+            reconnects.mark_unchanged();
+        }
         let start = self.projection.applied();
         let subscription = self.log.follow(StartAt::After(start)).await?;
         tracing::info!(from = start.get() + 1, "projector following the log");
@@ -62,6 +77,11 @@ impl Projector {
                 // A batch in progress is applied before cancellation is seen:
                 // the select only picks between whole batches.
                 _ = cancel.cancelled() => return Ok(()),
+                _ = reconnected(&mut self.reconnects) => {
+                    return Err(ProjectionError::Log(fleetlog_events::LogError::Unavailable(
+                        "the NATS connection was re-established".into(),
+                    )));
+                }
                 batch = batches.next() => batch,
             };
             let Some(batch) = batch else {
@@ -81,6 +101,16 @@ impl Projector {
             );
         }
     }
+}
+
+/// Resolves when the reconnect counter changes; never without one.
+async fn reconnected(reconnects: &mut Option<watch::Receiver<u64>>) {
+    if let Some(receiver) = reconnects
+        && receiver.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
 }
 
 /// Replays the whole log into `projection` until it has applied everything

@@ -601,3 +601,46 @@ async fn filter_order_and_pages_over_a_thousand_devices() -> anyhow::Result<()> 
     );
     sandbox.stop().await
 }
+
+#[tokio::test]
+async fn nats_outage_is_unavailable_and_nothing_is_lost() -> anyhow::Result<()> {
+    let mut sandbox = Sandbox::start().await?;
+    let mut client = sandbox.client().await?;
+    let before = create(&mut client, "before", device(&[], 1)).await?;
+
+    sandbox.nats.kill9();
+    let during = create(&mut client, "during", device(&[], 1)).await;
+    assert_code(during, Code::Unavailable, "unavailable");
+    // Queries keep working from the projection while the log is away.
+    let read = client
+        .get_device(get(&device_name("before"), revision(&before)))
+        .await?;
+    assert_eq!(read.into_inner().name, device_name("before"));
+
+    sandbox.nats.restart()?;
+    // The client library reconnects by itself; the failed create wrote nothing.
+    let mut after = Err(tonic::Status::unavailable("not tried"));
+    for _ in 0..100 {
+        after = create(&mut client, "during", device(&[], 1)).await;
+        if after.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let after = after?;
+    assert_eq!(
+        revision(&after),
+        revision(&before) + 1,
+        "the failed attempt left no event"
+    );
+    let listed = client
+        .list_devices(ListDevicesRequest {
+            parent: PARENT.into(),
+            min_revision: revision(&after),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(listed.devices.len(), 2);
+    sandbox.stop().await
+}

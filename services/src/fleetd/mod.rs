@@ -84,7 +84,8 @@ async fn serve(
     shutdown: CancellationToken,
     ready: Option<tokio::sync::oneshot::Sender<Ready>>,
 ) -> anyhow::Result<()> {
-    let client = connect_nats(nats_url, role, &shutdown).await?;
+    let (reconnected, reconnects) = tokio::sync::watch::channel(0u64);
+    let client = connect_nats(nats_url, role, &shutdown, reconnected).await?;
     let region = Id::parse(&config.region)?;
     let stream = StreamId::new(Id::parse(devices::SERVICE)?, region.clone());
     let log = tokio::time::timeout(
@@ -110,7 +111,8 @@ async fn serve(
     let projection = Projection::open(&projection_dir, devices::API_VERSION)?;
     let tasks = TaskTracker::new();
     let projector_stop = CancellationToken::new();
-    let projector = Projector::new(log.clone(), projection.clone(), Arc::new(AsWritten));
+    let projector =
+        Projector::new(log.clone(), projection.clone(), Arc::new(AsWritten)).restart_on(reconnects);
     let projector_task = tokio::spawn({
         let stop = projector_stop.clone();
         let shutdown = shutdown.clone();
@@ -219,15 +221,31 @@ async fn serve(
 }
 
 /// Connects to NATS, retrying for a while: the server may still be starting.
+/// `reconnected` counts re-established connections, for the projector.
 async fn connect_nats(
     url: &str,
     role: Role,
     shutdown: &CancellationToken,
+    reconnected: tokio::sync::watch::Sender<u64>,
 ) -> anyhow::Result<async_nats::Client> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
+        let reconnected = reconnected.clone();
         let attempt = async_nats::ConnectOptions::new()
             .name(format!("fleetd-{role:?}").to_lowercase())
+            .event_callback(move |event| {
+                let reconnected = reconnected.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            tracing::info!("connected to NATS");
+                            reconnected.send_modify(|n| *n += 1);
+                        }
+                        async_nats::Event::Disconnected => tracing::warn!("NATS connection lost"),
+                        other => tracing::debug!(event = %other, "NATS event"),
+                    }
+                }
+            })
             .connect(url)
             .await;
         match attempt {
