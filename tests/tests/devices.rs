@@ -608,6 +608,10 @@ async fn nats_outage_is_unavailable_and_nothing_is_lost() -> anyhow::Result<()> 
     let mut client = sandbox.client().await?;
     let before = create(&mut client, "before", device(&[], 1)).await?;
 
+    // The projection holds `before` before the log goes away.
+    client
+        .get_device(get(&device_name("before"), revision(&before)))
+        .await?;
     sandbox.nats.kill9();
     let during = create(&mut client, "during", device(&[], 1)).await;
     assert_code(during, Code::Unavailable, "unavailable");
