@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetlog_events::{EventLog, StartAt, StoredEvent};
+use fleetlog_events::{Delivered, EventLog, StartAt, StoredEvent};
 use futures::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -89,10 +89,7 @@ impl Projector {
                     fleetlog_events::LogError::Unavailable("the consumer ended".into()),
                 ));
             };
-            let mut events: Vec<StoredEvent> = Vec::with_capacity(batch.len());
-            for delivered in batch {
-                events.push(delivered?.event);
-            }
+            let events = events_of(batch)?;
             let checkpoint = self.projection.apply(&events, self.converter.as_ref())?;
             tracing::trace!(
                 applied = checkpoint.revision.get(),
@@ -101,6 +98,16 @@ impl Projector {
             );
         }
     }
+}
+
+/// The events of one delivered batch; the first consumer error ends it.
+fn events_of(
+    batch: Vec<Result<Delivered, fleetlog_events::LogError>>,
+) -> Result<Vec<StoredEvent>, ProjectionError> {
+    Ok(batch
+        .into_iter()
+        .map(|d| d.map(|d| d.event))
+        .collect::<Result<_, _>>()?)
 }
 
 /// Resolves when the reconnect counter changes; never without one.
@@ -130,11 +137,7 @@ pub async fn replay(
     let subscription = log.follow(StartAt::After(projection.applied())).await?;
     let mut batches = subscription.events.ready_chunks(MAX_BATCH);
     while let Some(batch) = batches.next().await {
-        let mut events = Vec::with_capacity(batch.len());
-        for delivered in batch {
-            events.push(delivered?.event);
-        }
-        let checkpoint = projection.apply(&events, converter)?;
+        let checkpoint = projection.apply(&events_of(batch)?, converter)?;
         progress(checkpoint.revision.get(), target.get());
         if checkpoint.revision >= target {
             return Ok(());

@@ -171,10 +171,7 @@ impl<R: Resource> Engine<R> {
         let key = R::storage_key(&name);
         for _ in 0..MERGE_ATTEMPTS {
             let last = self.ctx.log.last(&key).await?;
-            if let Some(event) = &last
-                && command.from_client
-                && event.change.command_id == command.id.as_str()
-            {
+            if last.as_ref().is_some_and(|event| command.wrote(event)) {
                 return Ok(());
             }
             let (current, last_revision) = match &last {
@@ -212,9 +209,7 @@ impl<R: Resource> Engine<R> {
         command: &Issued,
     ) -> Result<Option<R>, ServiceError> {
         match last {
-            Some(event)
-                if command.from_client && event.change.command_id == command.id.as_str() =>
-            {
+            Some(event) if command.wrote(event) => {
                 if event.is_deletion() {
                     return Err(ServiceError::NotFound(event.change.storage_key.clone()));
                 }
@@ -316,10 +311,11 @@ pub(super) struct Issued {
     from_client: bool,
 }
 
-impl std::ops::Deref for Issued {
-    type Target = CommandId;
-    fn deref(&self) -> &CommandId {
-        &self.id
+impl Issued {
+    /// Whether `event` is this command's own earlier attempt: a client retry
+    /// whose first try already landed.
+    fn wrote(&self, event: &StoredEvent) -> bool {
+        self.from_client && event.change.command_id == self.id.as_str()
     }
 }
 
