@@ -8,6 +8,8 @@ const PROTOS: &[&str] = &[
     "fleetlog/api/v1/common.proto",
     "fleetlog/events/v1/event.proto",
     "fleetlog/devices/v1/device.proto",
+    "fleetlog/devices/v1alpha2/device.proto",
+    "fleetlog/meta/v1/meta.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

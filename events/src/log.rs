@@ -214,6 +214,19 @@ impl EventLog {
         }
     }
 
+    /// The sequence of the newest event on any subject matching `filter`
+    /// (a wildcard such as one shard's subjects); `Revision::NONE` if none.
+    pub async fn last_revision_on(&self, filter: &str) -> Result<Revision, LogError> {
+        self.ensure_connected()?;
+        match self.stream.get_last_raw_message_by_subject(filter).await {
+            Ok(message) => Ok(Revision(message.sequence)),
+            Err(err) => match err.kind() {
+                stream::LastRawMessageErrorKind::NoMessageFound => Ok(Revision::NONE),
+                _ => Err(LogError::unavailable("reading the last event of a subject filter", err)),
+            },
+        }
+    }
+
     /// One event by sequence.
     pub async fn get(&self, revision: Revision) -> Result<StoredEvent, LogError> {
         let message = self

@@ -42,10 +42,44 @@ impl Id {
         Ok(Id(text.to_owned()))
     }
 
+    /// A DNS-style ID such as `devices.fleetlog.io` (service names): labels
+    /// of `a-z 0-9 -` joined by single dots, at most 63 characters. Subjects
+    /// encode the dots (see `subject`), so the alphabet stays injective.
+    pub fn parse_domain(text: &str) -> Result<Self, NameError> {
+        if text.is_empty() || text.len() > MAX_DOMAIN_ID_LEN {
+            return Err(NameError::new(format!(
+                "domain ID \"{}\" must be 1 to {MAX_DOMAIN_ID_LEN} characters long",
+                text.escape_debug()
+            )));
+        }
+        for label in text.split('.') {
+            let well_formed = !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !well_formed {
+                return Err(NameError::new(format!(
+                    "domain ID \"{}\" is not a DNS-style name: use labels of a-z, 0-9 and '-' joined by single dots, e.g. devices.fleetlog.io",
+                    text.escape_debug()
+                )));
+            }
+        }
+        Ok(Id(text.to_owned()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
+
+/// Longest permitted DNS-style ID.
+pub const MAX_DOMAIN_ID_LEN: usize = 63;
+
+/// How one ID segment of a pattern is parsed: [`Id::parse`] or
+/// [`Id::parse_domain`].
+pub type IdParser = fn(&str) -> Result<Id, NameError>;
 
 impl fmt::Display for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -98,6 +132,9 @@ pub trait ResourceName:
     const PATTERN: &'static str;
 
     fn new(parent: Self::Parent, id: Id) -> Self;
+    /// Parses a new resource's ID (create requests) with this pattern's
+    /// alphabet for its last segment.
+    fn parse_id(text: &str) -> Result<Id, NameError>;
     fn parent(&self) -> Self::Parent;
     fn id(&self) -> &Id;
 }
@@ -141,7 +178,7 @@ impl fmt::Display for StorageKey {
 #[doc(hidden)]
 pub fn parse_segments(
     text: &str,
-    collections: &[&str],
+    collections: &[(&str, IdParser)],
     expected: &str,
 ) -> Result<Vec<Id>, NameError> {
     let mismatch = || {
@@ -162,12 +199,12 @@ pub fn parse_segments(
         return Err(mismatch());
     }
     let mut ids = Vec::with_capacity(collections.len());
-    for (pair, collection) in parts.chunks(2).zip(collections) {
+    for (pair, (collection, parse)) in parts.chunks(2).zip(collections) {
         if pair[0] != *collection {
             return Err(mismatch());
         }
         ids.push(
-            Id::parse(pair[1]).map_err(|e| {
+            parse(pair[1]).map_err(|e| {
                 NameError::new(format!("{e} (in {collection}/{{id}} of {expected})"))
             })?,
         );
@@ -175,7 +212,21 @@ pub fn parse_segments(
     Ok(ids)
 }
 
-/// Declares a typed resource name and its parent type.
+/// The parser of one ID segment: `[domain]` after a segment in
+/// [`resource_name!`] selects DNS-style IDs.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __id_parser {
+    () => {
+        $crate::name::Id::parse
+    };
+    (domain) => {
+        $crate::name::Id::parse_domain
+    };
+}
+
+/// Declares a typed resource name and its parent type. A segment followed by
+/// `[domain]` takes DNS-style IDs (`services/devices.fleetlog.io`).
 ///
 /// ```ignore
 /// resource_name! {
@@ -191,8 +242,8 @@ macro_rules! resource_name {
     (
         $(#[$doc:meta])*
         pub struct $name:ident {
-            parent $parent:ident { $($pc:ident : $pf:ident),* $(,)? }
-            $c:ident : $f:ident $(,)?
+            parent $parent:ident { $($pc:ident : $pf:ident $([$pk:ident])?),* $(,)? }
+            $c:ident : $f:ident $([$k:ident])? $(,)?
         }
     ) => {
         #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -201,7 +252,8 @@ macro_rules! resource_name {
         }
 
         impl $parent {
-            const COLLECTIONS: &'static [&'static str] = &[$(stringify!($pc)),*];
+            const COLLECTIONS: &'static [(&'static str, $crate::name::IdParser)] =
+                &[$((stringify!($pc), $crate::__id_parser!($($pk)?))),*];
         }
 
         impl ::std::fmt::Display for $parent {
@@ -244,7 +296,10 @@ macro_rules! resource_name {
         }
 
         impl $name {
-            const COLLECTIONS: &'static [&'static str] = &[$(stringify!($pc),)* stringify!($c)];
+            const COLLECTIONS: &'static [(&'static str, $crate::name::IdParser)] = &[
+                $((stringify!($pc), $crate::__id_parser!($($pk)?)),)*
+                (stringify!($c), $crate::__id_parser!($($k)?)),
+            ];
         }
 
         impl ::std::fmt::Display for $name {
@@ -280,6 +335,10 @@ macro_rules! resource_name {
             #[allow(unused_variables)]
             fn new(parent: $parent, id: $crate::name::Id) -> Self {
                 $name { $($pf: parent.$pf,)* $f: id }
+            }
+
+            fn parse_id(text: &str) -> Result<$crate::name::Id, $crate::name::NameError> {
+                ($crate::__id_parser!($($k)?))(text)
             }
 
             fn parent(&self) -> $parent {
@@ -330,6 +389,33 @@ mod tests {
             "projects/{project}/regions/{region}/things/{thing}"
         );
         assert_eq!(ThingParent::PATTERN, "projects/{project}/regions/{region}/");
+    }
+
+    resource_name! {
+        /// `services/{service}/deployments/{deployment}`
+        pub struct DeploymentName {
+            parent ServiceParent { services: service [domain] }
+            deployments: deployment
+        }
+    }
+
+    #[test]
+    fn domain_segments_take_dns_style_ids() {
+        let name: DeploymentName = "services/devices.fleetlog.io/deployments/eu1"
+            .parse()
+            .expect("valid");
+        assert_eq!(name.service.as_str(), "devices.fleetlog.io");
+        assert_eq!(name.to_string(), "services/devices.fleetlog.io/deployments/eu1");
+        for bad in [
+            "services/devices..io/deployments/eu1",
+            "services/.io/deployments/eu1",
+            "services/Devices.io/deployments/eu1",
+            "services/devices.io/deployments/e.u1",
+        ] {
+            assert!(bad.parse::<DeploymentName>().is_err(), "{bad}");
+        }
+        assert!(DeploymentName::parse_id("eu1").is_ok());
+        assert!(DeploymentName::parse_id("e.u1").is_err());
     }
 
     #[test]

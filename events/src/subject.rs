@@ -17,6 +17,11 @@ pub const SHARD_RING_SIZE: u64 = 16;
 pub struct ShardId(u8);
 
 impl ShardId {
+    /// Every shard of the ring.
+    pub fn all() -> impl Iterator<Item = ShardId> {
+        (0..SHARD_RING_SIZE as u8).map(ShardId)
+    }
+
     pub fn of(key: &StorageKey) -> Self {
         let hash = fnv1a64(key.as_str().as_bytes());
         // The modulus is 16, so the result always fits a u8.
@@ -83,9 +88,14 @@ impl StreamId {
         let mut subject = format!("ev.{}.{}.{}", self.service, self.region, ShardId::of(key));
         for segment in key.segments() {
             subject.push('.');
-            subject.push_str(segment);
+            push_token(&mut subject, segment);
         }
         subject
+    }
+
+    /// Every subject of one shard.
+    pub fn shard_subjects(&self, shard: ShardId) -> String {
+        format!("ev.{}.{}.{}.>", self.service, self.region, shard)
     }
 
     /// Every resource of one collection under `parent`, on any shard.
@@ -94,7 +104,7 @@ impl StreamId {
         let parent = parent.to_string();
         for segment in parent.split('/').filter(|s| !s.is_empty()) {
             subject.push('.');
-            subject.push_str(segment);
+            push_token(&mut subject, segment);
         }
         subject.push('.');
         subject.push_str(N::COLLECTION);
@@ -107,8 +117,16 @@ impl StreamId {
         let prefix = format!("ev.{}.{}.", self.service, self.region);
         let rest = subject.strip_prefix(&prefix)?;
         let (_shard, key) = rest.split_once('.')?;
-        Some(key.replace('.', "/"))
+        Some(key.replace('.', "/").replace(DOT_IN_TOKEN, "."))
     }
+}
+
+/// Dots separate subject tokens, so the dots of DNS-style IDs
+/// (`devices.fleetlog.io`) travel as `~`, which no ID contains.
+const DOT_IN_TOKEN: char = '~';
+
+fn push_token(subject: &mut String, segment: &str) {
+    subject.extend(segment.chars().map(|c| if c == '.' { DOT_IN_TOKEN } else { c }));
 }
 
 #[cfg(test)]
@@ -147,6 +165,26 @@ mod tests {
                 .storage_key_of(&stream.resource_subject(&key))
                 .as_deref(),
             Some("projects/p0/regions/eu1/devices/d0")
+        );
+    }
+
+    crate::resource_name! {
+        pub struct ServiceName {
+            parent Root {}
+            services: service [domain]
+        }
+    }
+
+    #[test]
+    fn dotted_ids_round_trip_through_subjects() {
+        let stream = StreamId::new(id("meta"), id("eu1"));
+        let name: ServiceName = "services/devices.fleetlog.io".parse().expect("valid");
+        let key = StorageKey::from_name(&name);
+        let subject = stream.resource_subject(&key);
+        assert!(subject.ends_with(".services.devices~fleetlog~io"), "{subject}");
+        assert_eq!(
+            stream.storage_key_of(&subject).as_deref(),
+            Some("services/devices.fleetlog.io")
         );
     }
 

@@ -4,6 +4,7 @@
 //! Nothing here knows about gRPC. Start reading at [`projector::Projector`]
 //! and [`query`].
 
+pub mod active;
 pub mod error;
 pub mod projection;
 pub mod projector;

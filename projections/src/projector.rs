@@ -22,6 +22,7 @@ pub struct Projector {
     projection: Arc<Projection>,
     converter: Arc<dyn Converter>,
     reconnects: Option<watch::Receiver<u64>>,
+    compacted: bool,
 }
 
 impl Projector {
@@ -31,7 +32,17 @@ impl Projector {
             projection,
             converter,
             reconnects: None,
+            compacted: false,
         }
+    }
+
+    /// Build an empty projection from the last event of every subject
+    /// (`DeliverPolicy::LastPerSubject`) instead of the whole history, then
+    /// follow the tail. Events carry full post-state, so the result is the
+    /// same; superseded events are simply never read.
+    pub fn compacted(mut self) -> Self {
+        self.compacted = true;
+        self
     }
 
     /// Restart consuming whenever this counter changes (the NATS connection
@@ -69,7 +80,14 @@ impl Projector {
             reconnects.mark_unchanged();
         }
         let start = self.projection.applied();
-        let subscription = self.log.follow(StartAt::After(start)).await?;
+        // Deliveries arrive in sequence order either way, so a compacted
+        // replay interrupted at checkpoint N resumes correctly from N + 1.
+        let from = if self.compacted && start == fleetlog_events::Revision::NONE {
+            StartAt::LastPerSubject
+        } else {
+            StartAt::After(start)
+        };
+        let subscription = self.log.follow(from).await?;
         tracing::info!(from = start.get() + 1, "projector following the log");
         let mut batches = subscription.events.ready_chunks(MAX_BATCH);
         loop {

@@ -36,4 +36,13 @@ pub mod devices {
     pub mod v1 {
         tonic::include_proto!("fleetlog.devices.v1");
     }
+    pub mod v1alpha2 {
+        tonic::include_proto!("fleetlog.devices.v1alpha2");
+    }
+}
+
+pub mod meta {
+    pub mod v1 {
+        tonic::include_proto!("fleetlog.meta.v1");
+    }
 }

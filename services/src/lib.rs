@@ -8,5 +8,7 @@ pub mod devices;
 pub mod engine;
 pub mod error;
 pub mod fleetd;
+pub mod meta;
+pub mod upgrade;
 
 pub use error::ServiceError;

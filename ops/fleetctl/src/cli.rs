@@ -59,6 +59,9 @@ pub enum Command {
     /// Manage devices (fleetlog.devices.v1.DeviceService).
     #[command(subcommand)]
     Devices(DevicesCommand),
+    /// Upgrade a service's deployment in a region (fleetlog.meta.v1.DeploymentService).
+    #[command(subcommand)]
+    Upgrade(UpgradeCommand),
 }
 
 impl Command {
@@ -66,6 +69,7 @@ impl Command {
     pub fn path(&self) -> [&'static str; 2] {
         match self {
             Command::Devices(devices) => ["devices", devices.name()],
+            Command::Upgrade(upgrade) => ["upgrade", upgrade.name()],
         }
     }
 }
@@ -263,6 +267,92 @@ pub struct WatchArgs {
     pub resume_revision: Option<i64>,
 }
 
+/// The service whose deployment `upgrade` acts on by default.
+pub const DEFAULT_SERVICE: &str = "devices.fleetlog.io";
+
+/// The region used when neither `--region` nor `FLEETLOG_REGION` is set.
+pub const DEFAULT_REGION: &str = "local";
+
+#[derive(Debug, Subcommand)]
+pub enum UpgradeCommand {
+    /// Make a version available and begin upgrading the deployment to it.
+    Begin(UpgradeBeginArgs),
+    /// Show the deployment's version and upgrade state.
+    Status(UpgradeStatusArgs),
+    /// Follow a running upgrade (or rollback) until the deployment is READY.
+    Watch(UpgradeWatchArgs),
+    /// Return the deployment to an earlier version.
+    Rollback(UpgradeRollbackArgs),
+}
+
+impl UpgradeCommand {
+    /// The subcommand's name on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            UpgradeCommand::Begin(_) => "begin",
+            UpgradeCommand::Status(_) => "status",
+            UpgradeCommand::Watch(_) => "watch",
+            UpgradeCommand::Rollback(_) => "rollback",
+        }
+    }
+}
+
+/// Which deployment: `services/{service}/deployments/{region}`.
+#[derive(Debug, Clone, Args)]
+pub struct DeploymentArgs {
+    /// The service ID, e.g. `devices.fleetlog.io`.
+    #[arg(long, default_value = DEFAULT_SERVICE)]
+    pub service: String,
+
+    /// The region ID (the deployment's ID).
+    #[arg(long, env = "FLEETLOG_REGION", default_value = DEFAULT_REGION)]
+    pub region: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeBeginArgs {
+    #[command(flatten)]
+    pub deployment: DeploymentArgs,
+
+    /// The API version to upgrade to, e.g. `v1`.
+    #[arg(long, value_name = "VERSION")]
+    pub to: String,
+
+    /// Size of the shard ring the upgrade syncs and switches.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(i64).range(1..))]
+    pub shards: i64,
+
+    /// Follow the upgrade until the deployment serves the new version.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeStatusArgs {
+    #[command(flatten)]
+    pub deployment: DeploymentArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeWatchArgs {
+    #[command(flatten)]
+    pub deployment: DeploymentArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeRollbackArgs {
+    #[command(flatten)]
+    pub deployment: DeploymentArgs,
+
+    /// The API version to return to, e.g. `v1alpha2`.
+    #[arg(long, value_name = "VERSION")]
+    pub to: String,
+
+    /// Follow the rollback until the deployment serves that version.
+    #[arg(long)]
+    pub wait: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,6 +429,39 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn upgrade_subcommand_names_match_clap() {
+        for (args, expected) in [
+            (vec!["upgrade", "begin", "--to", "v1"], "begin"),
+            (vec!["upgrade", "status"], "status"),
+            (vec!["upgrade", "watch"], "watch"),
+            (vec!["upgrade", "rollback", "--to", "v1alpha2"], "rollback"),
+        ] {
+            let cli = parse(&args).expect("parses");
+            assert_eq!(cli.command.path(), ["upgrade", expected]);
+        }
+    }
+
+    #[test]
+    fn upgrade_begin_flags() {
+        assert!(parse(&["upgrade", "begin"]).is_err(), "--to is required");
+        assert!(parse(&["upgrade", "begin", "--to", "v1", "--shards", "0"]).is_err());
+        let cli = parse(&[
+            "upgrade", "begin", "--to", "v1", "--region", "eu1", "--wait",
+        ])
+        .expect("parses");
+        match cli.command {
+            Command::Upgrade(UpgradeCommand::Begin(args)) => {
+                assert_eq!(args.to, "v1");
+                assert_eq!(args.shards, 16);
+                assert!(args.wait);
+                assert_eq!(args.deployment.service, DEFAULT_SERVICE);
+                assert_eq!(args.deployment.region, "eu1");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

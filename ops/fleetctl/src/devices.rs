@@ -73,7 +73,7 @@ impl Interceptor for Auth {
 
 /// `endpoint` with `http://` added when it has no scheme (`127.0.0.1:7400`); an
 /// empty endpoint (e.g. `FLEETLOG_ENDPOINT=`) means the default.
-fn normalize_endpoint(endpoint: &str) -> String {
+pub fn normalize_endpoint(endpoint: &str) -> String {
     let endpoint = endpoint.trim();
     if endpoint.is_empty() {
         DEFAULT_ENDPOINT.to_owned()

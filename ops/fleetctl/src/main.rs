@@ -5,6 +5,7 @@ mod devices;
 mod error;
 mod names;
 mod output;
+mod upgrade;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,13 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 key: cli.key,
             };
             devices::run(&conn, command, cli.output).await
+        }
+        Command::Upgrade(command) => {
+            let conn = devices::Connection {
+                endpoint: cli.endpoint,
+                key: cli.key,
+            };
+            upgrade::run(&conn, command, cli.output).await
         }
     }
 }

@@ -21,6 +21,7 @@ use std::fmt;
 
 use prost_reflect::{DynamicMessage, Kind, MapKey, MessageDescriptor, Value};
 
+use super::translate::PathTranslation;
 use super::InvalidArgument;
 use super::field_path::{FieldPath, Shape, display_map_key, kind_name, parse_map_key};
 
@@ -128,6 +129,85 @@ impl Filter {
     /// True for the empty filter.
     pub fn is_match_all(&self) -> bool {
         matches!(self.expr, Expr::All)
+    }
+}
+
+impl Filter {
+    /// This filter's text with every field path (and string literals
+    /// compared with paths whose values change, such as names) rewritten by
+    /// `translation`: the same filter in another API version, to be parsed
+    /// against that version's descriptor.
+    pub fn translate(&self, translation: &dyn PathTranslation) -> Result<String, String> {
+        let mut out = String::new();
+        self.expr.translate_into(translation, &mut out)?;
+        Ok(out)
+    }
+}
+
+impl Expr {
+    fn translate_into(&self, t: &dyn PathTranslation, out: &mut String) -> Result<(), String> {
+        let operand = |e: &Expr, out: &mut String| -> Result<(), String> {
+            if e.is_compound() {
+                out.push('(');
+                e.translate_into(t, out)?;
+                out.push(')');
+                Ok(())
+            } else {
+                e.translate_into(t, out)
+            }
+        };
+        let literal = |path: &str, l: &Literal| match l {
+            Literal::Str(s) => quote(&t.string_value(path, s)),
+            other => other.to_string(),
+        };
+        match self {
+            Expr::All => {}
+            Expr::And(terms) | Expr::Or(terms) => {
+                let joiner = if matches!(self, Expr::And(_)) {
+                    " AND "
+                } else {
+                    " OR "
+                };
+                for (i, term) in terms.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(joiner);
+                    }
+                    operand(term, out)?;
+                }
+            }
+            Expr::Not(inner) => {
+                out.push_str("NOT ");
+                operand(inner, out)?;
+            }
+            Expr::Compare { path, op, literal: l } => {
+                let source = path.to_string();
+                let target = t.path(&source)?;
+                out.push_str(&format!("{target} {} {}", op.symbol(), literal(&source, l)));
+            }
+            Expr::In {
+                path,
+                literals,
+                negated,
+            } => {
+                let source = path.to_string();
+                let target = t.path(&source)?;
+                let list: Vec<String> = literals.iter().map(|l| literal(&source, l)).collect();
+                let operator = if *negated { "NOT IN" } else { "IN" };
+                out.push_str(&format!("{target} {operator} ({})", list.join(", ")));
+            }
+            Expr::Has { path, target } => {
+                let source = path.to_string();
+                let mapped = t.path(&source)?;
+                let rhs = match target {
+                    HasTarget::Present => "*".to_owned(),
+                    HasTarget::Element(l) | HasTarget::Equals(l) => literal(&source, l),
+                    HasTarget::Key(MapKey::String(key)) => quote(key),
+                    HasTarget::Key(key) => display_map_key(key).to_string(),
+                };
+                out.push_str(&format!("{mapped}:{rhs}"));
+            }
+        }
+        Ok(())
     }
 }
 

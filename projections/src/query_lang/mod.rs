@@ -14,12 +14,14 @@ mod filter;
 mod mask;
 mod order;
 mod page_token;
+mod translate;
 
 pub use field_path::{FieldPath, Shape};
 pub use filter::Filter;
 pub use mask::FieldMask;
 pub use order::{OrderBy, SortKey, SortValue};
 pub use page_token::{Cursor, PageTokenKey};
+pub use translate::PathTranslation;
 
 /// A request field that cannot be used as given.
 ///

@@ -191,6 +191,24 @@ impl OrderBy {
         Ordering::Equal
     }
 
+    /// The same ordering in another API version's paths (text to parse
+    /// against that version's descriptor).
+    pub fn translate(
+        &self,
+        translation: &dyn super::PathTranslation,
+    ) -> Result<String, String> {
+        let mut items = Vec::with_capacity(self.keys.len());
+        for key in &self.keys {
+            let path = translation.path(&key.path.to_string())?;
+            items.push(if key.descending {
+                format!("{path} desc")
+            } else {
+                path
+            });
+        }
+        Ok(items.join(", "))
+    }
+
     /// The normalized text (canonical paths, `desc` only when descending),
     /// so equivalent spellings share page tokens and different orders don't.
     pub fn canonical(&self) -> String {

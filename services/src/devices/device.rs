@@ -1,8 +1,11 @@
 //! `fleetlog.devices.v1.Device`: the declaration the generic engine needs,
 //! and the gRPC service built from it.
 
-use fleetlog_events::resource_name;
+use fleetlog_events::{StorageKey, resource_name};
 use fleetlog_proto::api::v1::Metadata;
+use fleetlog_proto::devices::v1alpha2;
+use prost::Message as _;
+use prost_reflect::ReflectMessage;
 use fleetlog_proto::devices::v1::device_service_server::DeviceService;
 use fleetlog_proto::devices::v1::{
     BatchGetDevicesRequest, BatchGetDevicesResponse, CreateDeviceRequest, DeleteDeviceRequest,
@@ -11,7 +14,10 @@ use fleetlog_proto::devices::v1::{
     WatchDevicesResponse,
 };
 
-use crate::engine::{Engine, FieldViolation, Resource};
+use super::v1alpha2::{Down, Up};
+use crate::engine::versioned::{Transform, Versioned};
+use crate::engine::{FieldViolation, Resource, Wire, type_url_of};
+use crate::error::ServiceError;
 
 resource_name! {
     /// `projects/{project}/regions/{region}/devices/{device}`
@@ -28,6 +34,51 @@ impl Resource for Device {
     type Name = DeviceName;
     const FIELD: &'static str = "device";
     const ID_FIELD: &'static str = "device_id";
+    const API_VERSION: &'static str = super::V1;
+
+    /// v1 is the storage version: it reads events of both versions.
+    fn reads_type(type_name: &str) -> bool {
+        type_name == Device::default().descriptor().full_name()
+            || type_name == v1alpha2::Device::default().descriptor().full_name()
+    }
+
+    fn to_wire(&self, version: &str) -> Result<Wire, ServiceError> {
+        match version {
+            super::V1 => Ok(Wire {
+                any: prost_types::Any {
+                    type_url: type_url_of(&self.descriptor()),
+                    value: self.encode_to_vec(),
+                },
+                name: self.name.clone(),
+            }),
+            super::V1ALPHA2 => {
+                let old = Down.resource(self.clone());
+                Ok(Wire {
+                    any: prost_types::Any {
+                        type_url: type_url_of(&old.descriptor()),
+                        value: old.encode_to_vec(),
+                    },
+                    name: old.name,
+                })
+            }
+            other => Err(ServiceError::Internal(format!(
+                "devices have no API version {other}"
+            ))),
+        }
+    }
+
+    fn from_wire(any: &prost_types::Any, key: &StorageKey) -> Result<Self, ServiceError> {
+        let type_name = fleetlog_projections::projection::type_name_of(&any.type_url);
+        let undecodable =
+            |e: prost::DecodeError| ServiceError::Internal(format!("a device does not decode: {e}"));
+        if type_name == v1alpha2::Device::default().descriptor().full_name() {
+            let old = v1alpha2::Device::decode(any.value.as_slice()).map_err(undecodable)?;
+            let (_, name) = StorageKey::parse::<DeviceName>(key.as_str())
+                .map_err(|e| ServiceError::Internal(format!("storage key {key}: {e}")))?;
+            return Ok(Up::new(name.region).resource(old));
+        }
+        Device::decode(any.value.as_slice()).map_err(undecodable)
+    }
 
     fn name(&self) -> &str {
         &self.name
@@ -82,13 +133,14 @@ fn is_unit_name(unit: &str) -> bool {
             .all(|c| !c.is_whitespace() && !c.is_control() && c != '/')
 }
 
-/// The gRPC `DeviceService`.
+/// The gRPC `fleetlog.devices.v1.DeviceService`, on whatever version the
+/// region is on (v1 is read-only until the region switches to it).
 pub struct DeviceApi {
-    engine: Engine<Device>,
+    engine: Versioned<Down, Up>,
 }
 
 impl DeviceApi {
-    pub fn new(engine: Engine<Device>) -> Self {
+    pub fn new(engine: Versioned<Down, Up>) -> Self {
         DeviceApi { engine }
     }
 }

@@ -1,8 +1,48 @@
-//! The Devices service: its resources' declarations and custom actions.
+//! The Devices service: its resources' declarations, their API versions
+//! and custom actions.
 
 pub mod device;
+pub mod v1alpha2;
+
+use std::sync::Arc;
+
+use crate::engine::convert::VersionConverter;
+use crate::engine::versioned::Versioned;
+use crate::engine::{Engine, ServiceContext};
 
 /// The service token in stream names and subjects.
 pub const SERVICE: &str = "devices";
-/// The API version events are written in.
-pub const API_VERSION: &str = "v1";
+/// The service's name in Meta.
+pub const SERVICE_DOMAIN: &str = "devices.fleetlog.io";
+pub const V1ALPHA2: &str = "v1alpha2";
+pub const V1: &str = "v1";
+/// Every API version, oldest first.
+pub const VERSIONS: &[&str] = &[V1ALPHA2, V1];
+/// The version a new region starts on.
+pub const DEFAULT_VERSION: &str = V1;
+
+/// What a projection of `version` holds: every Devices resource type,
+/// converted from whatever version its events were written in.
+pub fn converter(version: &str) -> VersionConverter {
+    VersionConverter::new(version).with::<fleetlog_proto::devices::v1::Device>()
+}
+
+/// The gRPC services of every API version, sharing one context.
+pub fn apis(ctx: &Arc<ServiceContext>) -> (device::DeviceApi, v1alpha2::DeviceApi) {
+    let region = ctx.region.clone();
+    let v1 = Versioned::new(
+        Engine::new(ctx.clone()),
+        Engine::new(ctx.clone()),
+        v1alpha2::Down,
+        v1alpha2::Up::new(region.clone()),
+        true,
+    );
+    let old = Versioned::new(
+        Engine::new(ctx.clone()),
+        Engine::new(ctx.clone()),
+        v1alpha2::Up::new(region),
+        v1alpha2::Down,
+        false,
+    );
+    (device::DeviceApi::new(v1), v1alpha2::DeviceApi::new(old))
+}

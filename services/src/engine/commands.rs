@@ -6,9 +6,9 @@ use std::ops::ControlFlow;
 use std::time::SystemTime;
 
 use fleetlog_events::envelope::{ChangeKind, CommandId, ResourceChange};
-use fleetlog_events::{Id, LogError, ResourceName, Revision, ShardId, StorageKey, StoredEvent};
+use fleetlog_events::{LogError, ResourceName, Revision, ShardId, StorageKey, StoredEvent};
 use fleetlog_projections::query_lang::FieldMask;
-use prost_types::{Any, Timestamp};
+use prost_types::Timestamp;
 
 use super::{Engine, Resource};
 use crate::error::ServiceError;
@@ -48,14 +48,16 @@ pub const SHARD_LABEL: &str = "byNameMod16";
 impl<R: Resource> Engine<R> {
     pub async fn create(&self, request: CreateRequest<R>) -> Result<R, ServiceError> {
         self.check_accepts_commands()?;
+        let _writing = self.ctx.write_gate.read().await;
         let parent = self.parse_parent(&request.parent)?;
-        let id = Id::parse(&request.id)
+        let id = <R::Name as ResourceName>::parse_id(&request.id)
             .map_err(|e| ServiceError::invalid(R::ID_FIELD, e.to_string()))?;
         let name = R::Name::new(parent, id);
         let command = command_id(&request.request_id)?;
         let mut resource = request.resource.unwrap_or_default();
         resource.set_name(name.to_string());
         self.validate(&resource)?;
+        resource.check_references(&self.projection())?;
 
         let key = R::storage_key(&name);
         let last = self.ctx.log.last(&key).await?;
@@ -85,6 +87,7 @@ impl<R: Resource> Engine<R> {
 
     pub async fn update(&self, request: UpdateRequest<R>) -> Result<R, ServiceError> {
         self.check_accepts_commands()?;
+        let _writing = self.ctx.write_gate.read().await;
         let field = R::FIELD;
         let Some(patch) = request.resource else {
             return Err(ServiceError::invalid(field, "is required"));
@@ -141,6 +144,7 @@ impl<R: Resource> Engine<R> {
             };
             updated.set_name(name.to_string());
             self.validate(&updated)?;
+            updated.check_references(&self.projection())?;
             self.stamp(&mut updated, current.metadata(), &key);
             let update_mask = (!paths.is_empty()).then(|| prost_types::FieldMask {
                 paths: paths.clone(),
@@ -165,6 +169,7 @@ impl<R: Resource> Engine<R> {
 
     pub async fn delete(&self, request: DeleteRequest) -> Result<(), ServiceError> {
         self.check_accepts_commands()?;
+        let _writing = self.ctx.write_gate.read().await;
         let name = self.parse_name("name", &request.name)?;
         let command = command_id(&request.request_id)?;
         let expected_revision = parse_expected_revision(request.expected_revision)?;
@@ -248,16 +253,77 @@ impl<R: Resource> Engine<R> {
         metadata.owning_region = region;
     }
 
-    /// Decodes the resource an event carries, with its revision.
-    pub(super) fn decode(&self, event: &StoredEvent) -> Result<R, ServiceError> {
+    /// Decodes the resource an event carries (written in any API version),
+    /// with its revision.
+    pub fn decode(&self, event: &StoredEvent) -> Result<R, ServiceError> {
         let any = event.change.resource.as_ref().ok_or_else(|| {
             ServiceError::Internal(format!("event {} carries no resource", event.revision))
         })?;
-        let mut resource = R::decode(any.value.as_slice()).map_err(|e| {
-            ServiceError::Internal(format!("event {} does not decode: {e}", event.revision))
+        let key = StorageKey::parse::<R::Name>(&event.change.storage_key)
+            .map_err(|e| {
+                ServiceError::Internal(format!(
+                    "event {} has a malformed storage key: {e}",
+                    event.revision
+                ))
+            })?
+            .0;
+        let mut resource = R::from_wire(any, &key).map_err(|e| {
+            ServiceError::Internal(format!("event {}: {e}", event.revision))
         })?;
         resource.metadata_mut().revision = event.revision.to_wire();
         Ok(resource)
+    }
+
+    /// A custom action: reads the resource, lets `apply` change it (or
+    /// refuse with FAILED_PRECONDITION and the like), validates and appends
+    /// the new state as an ACTION event. Without `expected_revision` a
+    /// concurrent write makes it re-read and re-apply.
+    pub async fn act(
+        &self,
+        name: &str,
+        action: &str,
+        expected_revision: i64,
+        request_id: &str,
+        apply: impl Fn(&mut R) -> Result<(), ServiceError>,
+    ) -> Result<R, ServiceError> {
+        self.check_accepts_commands()?;
+        let _writing = self.ctx.write_gate.read().await;
+        let name = self.parse_name("name", name)?;
+        let command = command_id(request_id)?;
+        let expected_revision = parse_expected_revision(expected_revision)?;
+        let key = R::storage_key(&name);
+        for _ in 0..MERGE_ATTEMPTS {
+            let last = self.ctx.log.last(&key).await?;
+            if let Some(done) = self.replayed(&last, &command)? {
+                return Ok(done);
+            }
+            let (current, last_revision) = match &last {
+                Some(event) if !event.is_deletion() => (self.decode(event)?, event.revision),
+                _ => return Err(ServiceError::NotFound(name.to_string())),
+            };
+            check_expected(&name, expected_revision, last_revision)?;
+            let mut changed = current.clone();
+            apply(&mut changed)?;
+            changed.set_name(name.to_string());
+            self.validate(&changed)?;
+            self.stamp(&mut changed, current.metadata(), &key);
+            let outcome = self
+                .append_action(
+                    &key,
+                    ChangeKind::Action,
+                    action,
+                    &changed,
+                    None,
+                    last_revision,
+                    &command,
+                )
+                .await;
+            match after_race(outcome, expected_revision) {
+                ControlFlow::Continue(()) => continue,
+                ControlFlow::Break(result) => return result,
+            }
+        }
+        Err(kept_changing(&name))
     }
 
     async fn append(
@@ -269,16 +335,31 @@ impl<R: Resource> Engine<R> {
         expected: Revision,
         command: &Issued,
     ) -> Result<R, ServiceError> {
+        self.append_action(key, kind, "", resource, update_mask, expected, command)
+            .await
+    }
+
+    /// Appends one event in the service's current API version.
+    #[allow(clippy::too_many_arguments)]
+    async fn append_action(
+        &self,
+        key: &StorageKey,
+        kind: ChangeKind,
+        action: &str,
+        resource: &R,
+        update_mask: Option<prost_types::FieldMask>,
+        expected: Revision,
+        command: &Issued,
+    ) -> Result<R, ServiceError> {
+        let version = self.ctx.current_version();
+        let wire = resource.to_wire(&version)?;
         let change = ResourceChange {
             kind: kind as i32,
             storage_key: key.to_string(),
-            resource: Some(Any {
-                type_url: format!("type.googleapis.com/{}", resource.descriptor().full_name()),
-                value: resource.encode_to_vec(),
-            }),
+            resource: Some(wire.any),
             update_mask,
-            action: String::new(),
-            api_version: self.ctx.api_version.clone(),
+            action: action.to_owned(),
+            api_version: version,
             actor: ANONYMOUS.to_owned(),
             command_id: command.id.to_string(),
             time: Some(Timestamp::from(SystemTime::now())),

@@ -8,8 +8,10 @@
 //! active projection.
 
 mod commands;
+pub mod convert;
 mod macros;
 mod queries;
+pub mod versioned;
 pub mod watch;
 
 use std::marker::PhantomData;
@@ -22,6 +24,7 @@ use fleetlog_projections::Projection;
 use fleetlog_projections::query_lang::PageTokenKey;
 use fleetlog_proto::api::v1::Metadata;
 use prost_reflect::ReflectMessage;
+use prost_types::Any;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -61,8 +64,17 @@ pub trait Resource:
     fn metadata(&self) -> Option<&Metadata>;
     fn metadata_mut(&mut self) -> &mut Metadata;
 
+    /// The API version this message belongs to, e.g. `v1`.
+    const API_VERSION: &'static str;
+
     /// Rules beyond what the proto types express.
     fn validate(&self) -> Result<(), FieldViolation> {
+        Ok(())
+    }
+
+    /// Rules that involve other resources of the same service, checked
+    /// against the active projection before a create or update is written.
+    fn check_references(&self, _projection: &Projection) -> Result<(), ServiceError> {
         Ok(())
     }
 
@@ -70,15 +82,75 @@ pub trait Resource:
     fn storage_key(name: &Self::Name) -> StorageKey {
         StorageKey::from_name(name)
     }
+
+    /// Whether events carrying `type_name` (a full protobuf message name)
+    /// hold this resource type, in any API version.
+    fn reads_type(type_name: &str) -> bool {
+        type_name == Self::default().descriptor().full_name()
+    }
+
+    /// This resource as an event written in `version` carries it, with its
+    /// name in that version. Types with several API versions convert here.
+    fn to_wire(&self, version: &str) -> Result<Wire, ServiceError> {
+        if version != Self::API_VERSION {
+            return Err(ServiceError::Internal(format!(
+                "{} has no {version} form",
+                self.descriptor().full_name()
+            )));
+        }
+        Ok(Wire {
+            any: Any {
+                type_url: type_url_of(&self.descriptor()),
+                value: self.encode_to_vec(),
+            },
+            name: self.name().to_owned(),
+        })
+    }
+
+    /// The resource an event carries, written in any API version this type
+    /// reads; `key` is the event's storage key.
+    fn from_wire(any: &Any, _key: &StorageKey) -> Result<Self, ServiceError> {
+        let descriptor = Self::default().descriptor();
+        if fleetlog_projections::projection::type_name_of(&any.type_url) != descriptor.full_name() {
+            return Err(ServiceError::Internal(format!(
+                "an event holds {}, not {}",
+                any.type_url,
+                descriptor.full_name()
+            )));
+        }
+        Self::decode(any.value.as_slice())
+            .map_err(|e| ServiceError::Internal(format!("an event does not decode: {e}")))
+    }
+}
+
+/// A resource as one API version writes it into an event or a projection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Wire {
+    pub any: Any,
+    /// The resource's name in that version (the projection's key).
+    pub name: String,
+}
+
+/// `type.googleapis.com/{full message name}`.
+pub fn type_url_of(descriptor: &prost_reflect::MessageDescriptor) -> String {
+    format!("type.googleapis.com/{}", descriptor.full_name())
 }
 
 /// Everything the standard methods of one service share.
 pub struct ServiceContext {
     pub log: EventLog,
-    /// The projection queries read; swapped atomically on upgrades.
+    /// The projection queries read; swapped atomically on upgrades. Its API
+    /// version is the service's current version, which commands write
+    /// events in.
     pub active: Arc<ArcSwap<Projection>>,
-    /// The API version this service writes events in, e.g. `v1`.
-    pub api_version: String,
+    /// The service's API versions, oldest first. Writes through a version
+    /// newer than the current one are refused (it is read-only until the
+    /// switch).
+    pub versions: &'static [&'static str],
+    /// Commands hold it shared for their whole read-decide-append; a version
+    /// switch holds it exclusively, so writes pause (queued, not rejected)
+    /// and none straddles two versions.
+    pub write_gate: Arc<tokio::sync::RwLock<()>>,
     /// The region this process serves.
     pub region: Id,
     pub page_tokens: PageTokenKey,
@@ -139,19 +211,31 @@ impl<R: Resource> Engine<R> {
         }
     }
 
-    fn projection(&self) -> Arc<Projection> {
+    /// The active projection, read once per request so a request never
+    /// mixes two versions.
+    pub fn projection(&self) -> Arc<Projection> {
         self.ctx.active.load_full()
     }
 
-    /// Waits, bounded, until the active projection has applied `min_revision`.
-    async fn wait_for(&self, min_revision: i64) -> Result<Arc<Projection>, ServiceError> {
+    /// Waits, bounded, until `projection` has applied `min_revision`.
+    async fn wait_for(
+        &self,
+        projection: Arc<Projection>,
+        min_revision: i64,
+    ) -> Result<Arc<Projection>, ServiceError> {
         if min_revision < 0 {
             return Err(ServiceError::invalid(
                 "min_revision",
                 "must not be negative",
             ));
         }
-        let projection = self.projection();
+        if projection.api_version() != R::API_VERSION {
+            return Err(ServiceError::Internal(format!(
+                "a {} query reached the {} projection",
+                R::API_VERSION,
+                projection.api_version()
+            )));
+        }
         projection
             .wait_for(Revision::from_wire(min_revision), self.ctx.read_wait)
             .await?;
@@ -161,3 +245,26 @@ impl<R: Resource> Engine<R> {
 
 pub use commands::{CreateRequest, DeleteRequest, SHARD_LABEL, UpdateRequest};
 pub use queries::{DEFAULT_PAGE_SIZE, ListRequest, ListResponse, MAX_PAGE_SIZE};
+
+impl ServiceContext {
+    /// The service's current API version: the active projection's.
+    pub fn current_version(&self) -> String {
+        self.active.load().api_version().to_owned()
+    }
+
+    /// Refuses writes through `api_version` while it is newer than the
+    /// current version (the upgrade target before its switch).
+    pub fn check_writable(&self, api_version: &str) -> Result<(), ServiceError> {
+        let current = self.current_version();
+        let position = |v: &str| self.versions.iter().position(|known| *known == v);
+        match (position(api_version), position(&current)) {
+            (Some(requested), Some(active)) if requested <= active => Ok(()),
+            (Some(_), Some(_)) => Err(ServiceError::FailedPrecondition(format!(
+                "API version {api_version} is read-only until this region switches to it (current version: {current}); write through {current}, or finish the upgrade"
+            ))),
+            _ => Err(ServiceError::Internal(format!(
+                "unknown API version {api_version} or {current}"
+            ))),
+        }
+    }
+}

@@ -1,7 +1,10 @@
 //! Get, BatchGet, List: read the active projection, after waiting for
 //! `min_revision`.
 
+use std::sync::Arc;
+
 use fleetlog_events::ResourceName;
+use fleetlog_projections::Projection;
 use fleetlog_projections::ProjectionError;
 use fleetlog_projections::query::{self, ListQuery};
 use fleetlog_projections::query_lang::{FieldMask, Filter, OrderBy};
@@ -38,9 +41,35 @@ impl<R: Resource> Engine<R> {
         field_mask: Option<prost_types::FieldMask>,
         min_revision: i64,
     ) -> Result<R, ServiceError> {
+        self.get_at(self.projection(), name, field_mask, min_revision)
+            .await
+    }
+
+    pub async fn batch_get(
+        &self,
+        names: &[String],
+        field_mask: Option<prost_types::FieldMask>,
+        min_revision: i64,
+    ) -> Result<(Vec<R>, Vec<String>), ServiceError> {
+        self.batch_get_at(self.projection(), names, field_mask, min_revision)
+            .await
+    }
+
+    pub async fn list(&self, request: ListRequest) -> Result<ListResponse<R>, ServiceError> {
+        self.list_at(self.projection(), request).await
+    }
+
+    /// Get from a given projection of this resource's API version.
+    pub async fn get_at(
+        &self,
+        projection: Arc<Projection>,
+        name: &str,
+        field_mask: Option<prost_types::FieldMask>,
+        min_revision: i64,
+    ) -> Result<R, ServiceError> {
         let name = self.parse_name("name", name)?;
         let mask = parse_mask::<R>(field_mask, "field_mask")?;
-        let projection = self.wait_for(min_revision).await?;
+        let projection = self.wait_for(projection, min_revision).await?;
         let descriptor = R::default().descriptor();
         let found = query::get(&projection, &descriptor, &name.to_string())?
             .ok_or_else(|| ServiceError::NotFound(name.to_string()))?;
@@ -48,8 +77,9 @@ impl<R: Resource> Engine<R> {
     }
 
     /// Returns the found resources in request order and the names not found.
-    pub async fn batch_get(
+    pub async fn batch_get_at(
         &self,
+        projection: Arc<Projection>,
         names: &[String],
         field_mask: Option<prost_types::FieldMask>,
         min_revision: i64,
@@ -69,7 +99,7 @@ impl<R: Resource> Engine<R> {
             .map(|(i, n)| self.parse_name(&format!("names[{i}]"), n))
             .collect::<Result<Vec<_>, _>>()?;
         let mask = parse_mask::<R>(field_mask, "field_mask")?;
-        let projection = self.wait_for(min_revision).await?;
+        let projection = self.wait_for(projection, min_revision).await?;
         let descriptor = R::default().descriptor();
         let mut found = Vec::new();
         let mut missing = Vec::new();
@@ -82,7 +112,11 @@ impl<R: Resource> Engine<R> {
         Ok((found, missing))
     }
 
-    pub async fn list(&self, request: ListRequest) -> Result<ListResponse<R>, ServiceError> {
+    pub async fn list_at(
+        &self,
+        projection: Arc<Projection>,
+        request: ListRequest,
+    ) -> Result<ListResponse<R>, ServiceError> {
         let parent = self.parse_parent(&request.parent)?;
         let page_size = match request.page_size {
             n if n < 0 => return Err(ServiceError::invalid("page_size", "must not be negative")),
@@ -94,8 +128,7 @@ impl<R: Resource> Engine<R> {
         let order =
             OrderBy::parse(&request.order_by, &descriptor).map_err(ProjectionError::from)?;
         let mask = parse_mask::<R>(request.field_mask, "field_mask")?;
-        // A page token only continues the query that made it.
-        let binding = format!("{parent}\n{}\n{}", request.filter.trim(), order.canonical());
+        let binding = list_binding(&parent, &request.filter, &order);
         let after = if request.page_token.is_empty() {
             None
         } else {
@@ -112,7 +145,7 @@ impl<R: Resource> Engine<R> {
         } else {
             format!("{parent_text}/{}/", R::Name::COLLECTION)
         };
-        let projection = self.wait_for(request.min_revision).await?;
+        let projection = self.wait_for(projection, request.min_revision).await?;
         let list_query = ListQuery {
             descriptor,
             collection_prefix,
@@ -140,6 +173,21 @@ impl<R: Resource> Engine<R> {
             revision: page.revision.to_wire(),
         })
     }
+}
+
+impl<R: Resource> Engine<R> {
+    /// What a page token of a List with these parameters is bound to;
+    /// `None` when they do not parse (the List itself reports why).
+    pub fn list_binding(&self, parent: &str, filter: &str, order_by: &str) -> Option<String> {
+        let parent = self.parse_parent(parent).ok()?;
+        let order = OrderBy::parse(order_by, &R::default().descriptor()).ok()?;
+        Some(list_binding(&parent, filter, &order))
+    }
+}
+
+/// A page token only continues the query that made it.
+fn list_binding(parent: &impl std::fmt::Display, filter: &str, order: &OrderBy) -> String {
+    format!("{parent}\n{}\n{}", filter.trim(), order.canonical())
 }
 
 pub(super) fn parse_mask<R: Resource>(

@@ -38,6 +38,11 @@ pub struct Change<R> {
     pub revision: i64,
 }
 
+/// The response batches of one watch call; an error ends it.
+pub type WatchBatches<R> = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<WatchBatch<R>, tonic::Status>> + Send + 'static>,
+>;
+
 /// One response message of a watch.
 pub struct WatchBatch<R> {
     pub changes: Vec<Change<R>>,
@@ -53,7 +58,7 @@ impl<R: Resource> Engine<R> {
         target: WatchTarget,
         field_mask: Option<prost_types::FieldMask>,
         resume_revision: i64,
-    ) -> Result<mpsc::Receiver<Result<WatchBatch<R>, tonic::Status>>, ServiceError> {
+    ) -> Result<WatchBatches<R>, ServiceError> {
         if resume_revision < 0 {
             return Err(ServiceError::invalid(
                 "resume_revision",
@@ -116,18 +121,16 @@ impl<R: Resource> Engine<R> {
             }
             log.delete_consumer(&consumer).await;
         });
-        Ok(rx)
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 }
 
 /// The gRPC response stream of a watch: each batch converted by `respond`.
 pub fn response_stream<R: Resource, T: Send + 'static>(
-    batches: mpsc::Receiver<Result<WatchBatch<R>, tonic::Status>>,
+    batches: WatchBatches<R>,
     respond: impl Fn(WatchBatch<R>) -> T + Send + 'static,
 ) -> std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send + 'static>> {
-    Box::pin(
-        tokio_stream::wrappers::ReceiverStream::new(batches).map(move |batch| batch.map(&respond)),
-    )
+    Box::pin(batches.map(move |batch| batch.map(&respond)))
 }
 
 struct Session<R> {

@@ -30,6 +30,9 @@ pub struct Config {
     pub nats_server_bin: PathBuf,
     /// Longest wait for a query's `min_revision`, in milliseconds.
     pub read_wait_ms: u64,
+    /// The Devices API version a new region starts on (later versions are
+    /// reached by upgrades); ignored once the region's Deployment exists.
+    pub devices_initial_version: String,
 }
 
 impl Default for Config {
@@ -44,6 +47,7 @@ impl Default for Config {
             bootstrap_admin_key: None,
             nats_server_bin: PathBuf::from("nats-server"),
             read_wait_ms: 5000,
+            devices_initial_version: crate::devices::DEFAULT_VERSION.into(),
         }
     }
 }
@@ -112,6 +116,16 @@ impl Config {
         }
         if let Some(v) = env("FLEETLOG_NATS_SERVER") {
             config.nats_server_bin = PathBuf::from(v);
+        }
+        if let Some(v) = env("FLEETLOG_DEVICES_INITIAL_VERSION").filter(|v| !v.is_empty()) {
+            config.devices_initial_version = v;
+        }
+        if !crate::devices::VERSIONS.contains(&config.devices_initial_version.as_str()) {
+            return Err(ConfigError::Invalid(format!(
+                "devices_initial_version {:?} is not a Devices API version ({})",
+                config.devices_initial_version,
+                crate::devices::VERSIONS.join(", ")
+            )));
         }
         if let Some(v) = env("FLEETLOG_READ_WAIT_MS") {
             config.read_wait_ms = parse_env("FLEETLOG_READ_WAIT_MS", &v)?;

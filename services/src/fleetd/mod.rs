@@ -13,19 +13,41 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
 use fleetlog_events::{EventLog, Id, StreamId};
+use fleetlog_projections::Converter;
+use fleetlog_projections::active::ProjectionSet;
 use fleetlog_projections::query_lang::PageTokenKey;
-use fleetlog_projections::{AsWritten, Projection, Projector};
 use fleetlog_proto::devices::v1::device_service_server::DeviceServiceServer;
+use fleetlog_proto::devices::v1alpha2::device_service_server::DeviceServiceServer as V1alpha2DeviceServiceServer;
+use fleetlog_proto::meta::v1::Deployment;
+use fleetlog_proto::meta::v1::deployment_service_server::DeploymentServiceServer;
+use fleetlog_proto::meta::v1::region_service_server::RegionServiceServer;
+use fleetlog_proto::meta::v1::service_service_server::ServiceServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::Config;
 
-use crate::devices::{self, device::DeviceApi};
+use crate::devices;
 use crate::engine::{Engine, ServiceContext};
+use crate::meta::deployment::{self, DeploymentApi, DeploymentName};
+use crate::meta::region::RegionApi;
+use crate::meta::service::ServiceApi;
+use crate::meta::{self};
+use crate::upgrade::UpgradeController;
+
+mod bootstrap;
+
+/// The gRPC services fleetd serves, as the health service names them.
+const SERVICE_NAMES: &[&str] = &[
+    "",
+    "fleetlog.devices.v1.DeviceService",
+    "fleetlog.devices.v1alpha2.DeviceService",
+    "fleetlog.meta.v1.RegionService",
+    "fleetlog.meta.v1.ServiceService",
+    "fleetlog.meta.v1.DeploymentService",
+];
 
 /// What one fleetd process does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -87,59 +109,97 @@ async fn serve(
     let (reconnected, reconnects) = tokio::sync::watch::channel(0u64);
     let client = connect_nats(nats_url, role, &shutdown, reconnected).await?;
     let region = Id::parse(&config.region)?;
-    let stream = StreamId::new(Id::parse(devices::SERVICE)?, region.clone());
-    let log = tokio::time::timeout(
-        Duration::from_secs(30),
-        EventLog::open(client.clone(), stream),
-    )
-    .await
-    .context("NATS did not answer within 30 s")??;
-    tracing::info!(server = %log.features().version, stream = %log.id().stream_name(), "event log open");
-    if !log.features().full {
-        tracing::warn!(
-            server = %log.features().version,
-            "nats-server is older than 2.12: later features (atomic batches, reservations) are unavailable"
-        );
-    }
-
-    let projection_dir = config.data_dir.join("projections").join(format!(
-        "{}-{}-{}",
-        devices::SERVICE,
-        region,
-        devices::API_VERSION
-    ));
-    let projection = Projection::open(&projection_dir, devices::API_VERSION)?;
+    let devices_log = open_log(&client, devices::SERVICE, &region).await?;
+    let meta_log = open_log(&client, meta::SERVICE, &region).await?;
     let tasks = TaskTracker::new();
-    let projector_stop = CancellationToken::new();
-    let projector =
-        Projector::new(log.clone(), projection.clone(), Arc::new(AsWritten)).restart_on(reconnects);
-    let projector_task = tokio::spawn({
-        let stop = projector_stop.clone();
-        let shutdown = shutdown.clone();
-        async move {
-            if let Err(err) = projector.run(stop).await {
-                tracing::error!(error = %err, "the projector stopped; shutting down");
-                shutdown.cancel();
-            }
-        }
-    });
+    let page_tokens = page_token_key(&config.data_dir)?;
+    let projections_dir = config.data_dir.join("projections");
+    let projector_failed = CancellationToken::new();
+    let accept_commands = role != Role::Projector;
 
-    let ctx = Arc::new(ServiceContext {
-        log: log.clone(),
-        active: Arc::new(ArcSwap::new(projection.clone())),
-        api_version: devices::API_VERSION.to_owned(),
-        region,
-        page_tokens: page_token_key(&config.data_dir)?,
+    // Meta first: the Devices deployment says which version is current.
+    let meta_set = ProjectionSet::open(
+        meta_log.clone(),
+        projections_dir.join(format!("{}-{region}", meta::SERVICE)),
+        Arc::new(|_: &str| Arc::new(meta::converter()) as Arc<dyn Converter>),
+        reconnects.clone(),
+        projector_failed.clone(),
+        meta::V1,
+    )?;
+    meta_set.feed(meta::V1)?;
+    let meta_ctx = Arc::new(ServiceContext {
+        log: meta_log.clone(),
+        active: meta_set.active().clone(),
+        versions: meta::VERSIONS,
+        write_gate: Default::default(),
+        region: region.clone(),
+        page_tokens: page_tokens.clone(),
         read_wait: config.read_wait(),
         shutdown: shutdown.clone(),
         tasks: tasks.clone(),
-        accept_commands: role != Role::Projector,
+        accept_commands,
+    });
+    let deployments = Engine::<Deployment>::new(meta_ctx.clone());
+    let deployment_name = deployment::deployment_name(devices::SERVICE_DOMAIN, &region)?;
+    if accept_commands {
+        bootstrap::register(&meta_ctx, &region, &config.devices_initial_version).await?;
+    }
+    let current = wait_for_deployment(&deployments, &deployment_name, &shutdown).await?;
+    tracing::info!(deployment = %deployment_name, version = %current.current_version, "devices deployment");
+
+    let devices_set = ProjectionSet::open(
+        devices_log.clone(),
+        projections_dir.join(format!("{}-{region}", devices::SERVICE)),
+        Arc::new(|version: &str| Arc::new(devices::converter(version)) as Arc<dyn Converter>),
+        reconnects,
+        projector_failed.clone(),
+        &current.current_version,
+    )?;
+    devices_set.feed(&current.current_version)?;
+    let ctx = Arc::new(ServiceContext {
+        log: devices_log.clone(),
+        active: devices_set.active().clone(),
+        versions: devices::VERSIONS,
+        write_gate: Default::default(),
+        region: region.clone(),
+        page_tokens,
+        read_wait: config.read_wait(),
+        shutdown: shutdown.clone(),
+        tasks: tasks.clone(),
+        accept_commands,
     });
 
+    let controller_stop = CancellationToken::new();
+    let controller = UpgradeController {
+        deployments: deployments.clone(),
+        meta_log: meta_log.clone(),
+        name: deployment_name,
+        projections: devices_set.clone(),
+        service: ctx.clone(),
+        writes: accept_commands,
+    };
+    let controller_task = tokio::spawn(controller.run(controller_stop.clone()));
+    tokio::spawn({
+        let failed = projector_failed.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                _ = failed.cancelled() => {
+                    tracing::error!("a projector stopped; shutting down");
+                    shutdown.cancel();
+                }
+                _ = shutdown.cancelled() => {}
+            }
+        }
+    });
+    let (device_v1, device_v1alpha2) = devices::apis(&ctx);
+
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_not_serving::<DeviceServiceServer<DeviceApi>>()
-        .await;
+    for service in SERVICE_NAMES {
+        health
+            .set_service_status(*service, tonic_health::ServingStatus::NotServing)
+            .await;
+    }
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
@@ -170,9 +230,17 @@ async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(DeviceServiceServer::new(DeviceApi::new(Engine::new(
-            ctx.clone(),
+        .add_service(DeviceServiceServer::new(device_v1))
+        .add_service(V1alpha2DeviceServiceServer::new(device_v1alpha2))
+        .add_service(RegionServiceServer::new(RegionApi::new(Engine::new(
+            meta_ctx.clone(),
         ))))
+        .add_service(ServiceServiceServer::new(ServiceApi::new(Engine::new(
+            meta_ctx.clone(),
+        ))))
+        .add_service(DeploymentServiceServer::new(DeploymentApi::new(
+            deployments.clone(),
+        )))
         .serve_with_incoming_shutdown(
             // Without TCP_NODELAY small responses wait for delayed ACKs (~40 ms).
             tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
@@ -188,7 +256,11 @@ async fn serve(
             .await
     });
 
-    health.set_serving::<DeviceServiceServer<DeviceApi>>().await;
+    for service in SERVICE_NAMES {
+        health
+            .set_service_status(*service, tonic_health::ServingStatus::Serving)
+            .await;
+    }
     health
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
@@ -213,11 +285,55 @@ async fn serve(
     if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
         tracing::warn!("watch tasks did not stop within {drain:?}");
     }
-    projector_stop.cancel();
-    let _ = projector_task.await;
+    controller_stop.cancel();
+    let _ = controller_task.await;
+    devices_set.shutdown().await;
+    meta_set.shutdown().await;
     client.flush().await.ok();
     tracing::info!("fleetd stopped");
     Ok(())
+}
+
+/// Opens (creating if needed) the stream of one service in this region.
+async fn open_log(
+    client: &async_nats::Client,
+    service: &str,
+    region: &Id,
+) -> anyhow::Result<EventLog> {
+    let stream = StreamId::new(Id::parse(service)?, region.clone());
+    let log = tokio::time::timeout(
+        Duration::from_secs(30),
+        EventLog::open(client.clone(), stream),
+    )
+    .await
+    .context("NATS did not answer within 30 s")??;
+    tracing::info!(server = %log.features().version, stream = %log.id().stream_name(), "event log open");
+    if !log.features().full {
+        tracing::warn!(
+            server = %log.features().version,
+            "nats-server is older than 2.12: later features (atomic batches, reservations) are unavailable"
+        );
+    }
+    Ok(log)
+}
+
+/// The Deployment of this region's Devices service; a projector-role
+/// process may start before an api process has registered it.
+async fn wait_for_deployment(
+    deployments: &Engine<Deployment>,
+    name: &DeploymentName,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Deployment> {
+    loop {
+        if let Some(found) = UpgradeController::current(deployments, name).await? {
+            return Ok(found);
+        }
+        tracing::info!(deployment = %name, "waiting for an api process to register the deployment");
+        tokio::select! {
+            _ = shutdown.cancelled() => anyhow::bail!("shut down before {name} was registered"),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
 }
 
 /// Connects to NATS, retrying for a while: the server may still be starting.

@@ -1,0 +1,69 @@
+//! `fleetlog.meta.v1.Region`: `regions/{region}`.
+
+use fleetlog_events::resource_name;
+use fleetlog_proto::api::v1::Metadata;
+use fleetlog_proto::meta::v1::region_service_server::RegionService;
+use fleetlog_proto::meta::v1::{
+    BatchGetRegionsRequest, BatchGetRegionsResponse, CreateRegionRequest, DeleteRegionRequest,
+    GetRegionRequest, ListRegionsRequest, ListRegionsResponse, Region, RegionChange,
+    UpdateRegionRequest, WatchRegionRequest, WatchRegionResponse, WatchRegionsRequest,
+    WatchRegionsResponse,
+};
+
+use crate::engine::{Engine, Resource};
+
+resource_name! {
+    /// `regions/{region}`
+    pub struct RegionName {
+        parent Root {}
+        regions: region
+    }
+}
+
+impl Resource for Region {
+    type Name = RegionName;
+    const FIELD: &'static str = "region";
+    const ID_FIELD: &'static str = "region_id";
+    const API_VERSION: &'static str = super::V1;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+    fn metadata(&self) -> Option<&Metadata> {
+        self.metadata.as_ref()
+    }
+    fn metadata_mut(&mut self) -> &mut Metadata {
+        self.metadata.get_or_insert_with(Default::default)
+    }
+}
+
+pub struct RegionApi {
+    engine: Engine<Region>,
+}
+
+impl RegionApi {
+    pub fn new(engine: Engine<Region>) -> Self {
+        RegionApi { engine }
+    }
+}
+
+crate::standard_service! {
+    impl RegionService for RegionApi {
+        resource: Region,
+        field: region,
+        plural: regions,
+        id_field: region_id,
+        change: RegionChange,
+        get: get_region(GetRegionRequest),
+        batch_get: batch_get_regions(BatchGetRegionsRequest) -> BatchGetRegionsResponse,
+        list: list_regions(ListRegionsRequest) -> ListRegionsResponse,
+        watch_one: watch_region(WatchRegionRequest) -> WatchRegionResponse, stream WatchRegionStream,
+        watch: watch_regions(WatchRegionsRequest) -> WatchRegionsResponse, stream WatchRegionsStream,
+        create: create_region(CreateRegionRequest),
+        update: update_region(UpdateRegionRequest),
+        delete: delete_region(DeleteRegionRequest),
+    }
+}

@@ -1,0 +1,150 @@
+//! `fleetlog.meta.v1.Service`: `services/{service}`, e.g.
+//! `services/devices.fleetlog.io`.
+
+use fleetlog_events::{ResourceName, resource_name};
+use fleetlog_projections::Projection;
+use fleetlog_proto::api::v1::Metadata;
+use fleetlog_proto::meta::v1::service_service_server::ServiceService;
+use fleetlog_proto::meta::v1::{
+    BatchGetServicesRequest, BatchGetServicesResponse, CreateServiceRequest, DeleteServiceRequest,
+    Deployment, GetServiceRequest, ListServicesRequest, ListServicesResponse, Service,
+    ServiceChange, UpdateServiceRequest, WatchServiceRequest, WatchServiceResponse,
+    WatchServicesRequest, WatchServicesResponse,
+};
+
+use super::deployment::{DeploymentName, DeploymentParent};
+use crate::engine::{Engine, FieldViolation, Resource};
+use crate::error::ServiceError;
+
+resource_name! {
+    /// `services/{service}`
+    pub struct ServiceName {
+        parent Root {}
+        services: service [domain]
+    }
+}
+
+impl Resource for Service {
+    type Name = ServiceName;
+    const FIELD: &'static str = "service";
+    const ID_FIELD: &'static str = "service_id";
+    const API_VERSION: &'static str = super::V1;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+    fn metadata(&self) -> Option<&Metadata> {
+        self.metadata.as_ref()
+    }
+    fn metadata_mut(&mut self) -> &mut Metadata {
+        self.metadata.get_or_insert_with(Default::default)
+    }
+
+    fn validate(&self) -> Result<(), FieldViolation> {
+        for (i, imported) in self.imported_services.iter().enumerate() {
+            if imported.parse::<ServiceName>().is_err() {
+                return Err(FieldViolation::new(
+                    format!("imported_services[{i}]"),
+                    format!("{imported:?} is not a service name (services/{{service}})"),
+                ));
+            }
+            if imported == &self.name {
+                return Err(FieldViolation::new(
+                    format!("imported_services[{i}]"),
+                    "a service cannot import itself",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A service may import another only where that one is deployed in all
+    /// of its regions.
+    fn check_references(&self, projection: &Projection) -> Result<(), ServiceError> {
+        let Ok(name) = self.name.parse::<ServiceName>() else {
+            return Ok(());
+        };
+        let regions = deployments_of(projection, &name)?;
+        for imported in &self.imported_services {
+            let Ok(imported_name) = imported.parse::<ServiceName>() else {
+                continue;
+            };
+            let theirs = deployments_of(projection, &imported_name)?;
+            let missing: Vec<String> = regions
+                .iter()
+                .filter(|r| !theirs.contains(r))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "{name} cannot import {imported}: it is not deployed in {}; deploy it there first",
+                    missing.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The region IDs a service is deployed in, per the Meta projection.
+pub fn deployments_of(
+    projection: &Projection,
+    service: &ServiceName,
+) -> Result<Vec<String>, ServiceError> {
+    let parent = DeploymentParent {
+        service: service.service.clone(),
+    };
+    let prefix = format!("{parent}/{}/", DeploymentName::COLLECTION);
+    let descriptor = prost_reflect::ReflectMessage::descriptor(&Deployment::default());
+    let everything = fleetlog_projections::query_lang::Filter::parse("", &descriptor)
+        .map_err(fleetlog_projections::ProjectionError::from)?;
+    let page = fleetlog_projections::query::list(
+        projection,
+        &fleetlog_projections::query::ListQuery {
+            descriptor,
+            collection_prefix: prefix,
+            filter: everything,
+            order: Default::default(),
+            page_size: 10_000,
+            after: None,
+        },
+    )?;
+    Ok(page
+        .items
+        .iter()
+        .filter_map(|m| m.transcode_to::<Deployment>().ok())
+        .filter_map(|d| d.name.parse::<DeploymentName>().ok())
+        .map(|n| n.deployment.to_string())
+        .collect())
+}
+
+pub struct ServiceApi {
+    engine: Engine<Service>,
+}
+
+impl ServiceApi {
+    pub fn new(engine: Engine<Service>) -> Self {
+        ServiceApi { engine }
+    }
+}
+
+crate::standard_service! {
+    impl ServiceService for ServiceApi {
+        resource: Service,
+        field: service,
+        plural: services,
+        id_field: service_id,
+        change: ServiceChange,
+        get: get_service(GetServiceRequest),
+        batch_get: batch_get_services(BatchGetServicesRequest) -> BatchGetServicesResponse,
+        list: list_services(ListServicesRequest) -> ListServicesResponse,
+        watch_one: watch_service(WatchServiceRequest) -> WatchServiceResponse, stream WatchServiceStream,
+        watch: watch_services(WatchServicesRequest) -> WatchServicesResponse, stream WatchServicesStream,
+        create: create_service(CreateServiceRequest),
+        update: update_service(UpdateServiceRequest),
+        delete: delete_service(DeleteServiceRequest),
+    }
+}
