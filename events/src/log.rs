@@ -222,7 +222,10 @@ impl EventLog {
             Ok(message) => Ok(Revision(message.sequence)),
             Err(err) => match err.kind() {
                 stream::LastRawMessageErrorKind::NoMessageFound => Ok(Revision::NONE),
-                _ => Err(LogError::unavailable("reading the last event of a subject filter", err)),
+                _ => Err(LogError::unavailable(
+                    "reading the last event of a subject filter",
+                    err,
+                )),
             },
         }
     }

@@ -257,7 +257,7 @@ macro_rules! resource_name {
         }
 
         impl ::std::fmt::Display for $parent {
-            #[allow(unused_mut, unused_variables)]
+            #[allow(unused_mut, unused_variables, unused_assignments)]
             fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 let mut sep = "";
                 $(
@@ -405,7 +405,10 @@ mod tests {
             .parse()
             .expect("valid");
         assert_eq!(name.service.as_str(), "devices.fleetlog.io");
-        assert_eq!(name.to_string(), "services/devices.fleetlog.io/deployments/eu1");
+        assert_eq!(
+            name.to_string(),
+            "services/devices.fleetlog.io/deployments/eu1"
+        );
         for bad in [
             "services/devices..io/deployments/eu1",
             "services/.io/deployments/eu1",

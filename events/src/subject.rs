@@ -126,7 +126,11 @@ impl StreamId {
 const DOT_IN_TOKEN: char = '~';
 
 fn push_token(subject: &mut String, segment: &str) {
-    subject.extend(segment.chars().map(|c| if c == '.' { DOT_IN_TOKEN } else { c }));
+    subject.extend(
+        segment
+            .chars()
+            .map(|c| if c == '.' { DOT_IN_TOKEN } else { c }),
+    );
 }
 
 #[cfg(test)]
@@ -181,7 +185,10 @@ mod tests {
         let name: ServiceName = "services/devices.fleetlog.io".parse().expect("valid");
         let key = StorageKey::from_name(&name);
         let subject = stream.resource_subject(&key);
-        assert!(subject.ends_with(".services.devices~fleetlog~io"), "{subject}");
+        assert!(
+            subject.ends_with(".services.devices~fleetlog~io"),
+            "{subject}"
+        );
         assert_eq!(
             stream.storage_key_of(&subject).as_deref(),
             Some("services/devices.fleetlog.io")

@@ -88,8 +88,10 @@ impl ProjectionSet {
     }
 
     /// Starts feeding `version`'s projection from the log, if it is not fed
-    /// already. An empty projection is built by a compacted replay.
-    pub fn feed(&self, version: &str) -> Result<Arc<Projection>, ProjectionError> {
+    /// already. With `compacted`, an empty projection is built from the
+    /// last event of every subject (upgrade targets); otherwise from the
+    /// whole history.
+    pub fn feed(&self, version: &str, compacted: bool) -> Result<Arc<Projection>, ProjectionError> {
         let projection = self.get(version)?;
         let mut feeding = lock(&self.feeding);
         if let Some(running) = feeding.get(version)
@@ -97,13 +99,15 @@ impl ProjectionSet {
         {
             return Ok(projection);
         }
-        let projector = Projector::new(
+        let mut projector = Projector::new(
             self.log.clone(),
             projection.clone(),
             (self.converters)(version),
         )
-        .compacted()
         .restart_on(self.reconnects.clone());
+        if compacted {
+            projector = projector.compacted();
+        }
         let stop = CancellationToken::new();
         let failed = self.failed.clone();
         let version_name = version.to_owned();
@@ -169,5 +173,7 @@ fn version_dir(prefix: &std::path::Path, version: &str) -> PathBuf {
 /// The maps only change in single inserts and removals: a panic elsewhere
 /// cannot leave them half-updated, so poisoning is ignored.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

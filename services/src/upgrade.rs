@@ -112,7 +112,9 @@ impl UpgradeController {
                     Some(Some(Ok(delivered))) if !delivered.event.is_deletion() => {
                         match self.deployments.decode(&delivered.event) {
                             Ok(d) => latest = Some(d),
-                            Err(err) => tracing::error!(error = %err, "a deployment event does not decode"),
+                            Err(err) => {
+                                tracing::error!(error = %err, "a deployment event does not decode")
+                            }
                         }
                     }
                     Some(Some(Ok(_))) => continue,
@@ -124,7 +126,9 @@ impl UpgradeController {
                     Some(None) => continue 'follow,
                     None => {}
                 }
-                let Some(deployment) = latest.clone() else { continue };
+                let Some(deployment) = latest.clone() else {
+                    continue;
+                };
                 match self.reconcile(&deployment, &mut reporter).await {
                     Ok(()) => {
                         needs_retry = false;
@@ -133,7 +137,8 @@ impl UpgradeController {
                     Err(err) => {
                         needs_retry = true;
                         tracing::warn!(error = %err, "reconciling the deployment failed; retrying");
-                        backoff = (backoff * 2).clamp(Duration::from_millis(200), Duration::from_secs(2));
+                        backoff =
+                            (backoff * 2).clamp(Duration::from_millis(200), Duration::from_secs(2));
                     }
                 }
             }
@@ -154,7 +159,7 @@ impl UpgradeController {
         let stage = deployment::stage(deployment);
         let target = state.target_version.as_str();
         tracing::debug!(current, target, stage = stage.as_str_name(), "deployment");
-        self.projections.feed(current)?;
+        self.projections.feed(current, false)?;
 
         if stage != Stage::InitialSyncing || reporter.as_ref().is_some_and(|r| r.target != target) {
             if let Some(r) = reporter.take() {
@@ -170,22 +175,24 @@ impl UpgradeController {
                     self.catch_up_and_activate(current).await?;
                 }
                 for version in self.service.versions {
-                    let keep = keeps_previous_in_sync(deployment) && *version == state.previous_version;
+                    let keep =
+                        keeps_previous_in_sync(deployment) && *version == state.previous_version;
                     if *version != current && !keep {
                         self.projections.stop_feeding(version).await;
                     } else if keep {
-                        self.projections.feed(version)?;
+                        self.projections.feed(version, false)?;
                     }
                 }
             }
             Stage::InitialSyncing => {
-                let projection = self.projections.feed(target)?;
+                let projection = self.projections.feed(target, true)?;
                 if self.writes && reporter.is_none() {
-                    *reporter = Some(self.start_reporter(target, projection, &state.pending_shards));
+                    *reporter =
+                        Some(self.start_reporter(target, projection, &state.pending_shards));
                 }
             }
             Stage::Switching => {
-                self.projections.feed(target)?;
+                self.projections.feed(target, true)?;
                 if self.writes {
                     self.switch(deployment, target).await?;
                 }
@@ -195,7 +202,7 @@ impl UpgradeController {
     }
 
     async fn catch_up_and_activate(&self, version: &str) -> Result<(), ServiceError> {
-        let projection = self.projections.feed(version)?;
+        let projection = self.projections.feed(version, false)?;
         let last = self.service.log.last_revision().await?;
         projection.wait_for(last, SWITCH_CATCH_UP).await?;
         self.projections.activate(version)?;
@@ -207,7 +214,7 @@ impl UpgradeController {
     async fn switch(&self, deployment: &Deployment, target: &str) -> Result<(), ServiceError> {
         let started = Instant::now();
         let paused = self.service.write_gate.write().await;
-        let projection = self.projections.feed(target)?;
+        let projection = self.projections.feed(target, true)?;
         let last = self.service.log.last_revision().await?;
         projection.wait_for(last, SWITCH_CATCH_UP).await?;
         self.projections.activate(target)?;

@@ -534,10 +534,14 @@ impl Progress {
         self.bar.set_position(view.position);
         if self.last_message.as_deref() != Some(view.message.as_str()) {
             if self.bar.is_hidden() {
-                stderr_line(&format!(
-                    "{}: {}/{} shards ready",
-                    view.message, view.position, view.length
-                ));
+                if matches!(stage(deployment), Ok(Stage::Ready)) {
+                    stderr_line(&view.message);
+                } else {
+                    stderr_line(&format!(
+                        "{}: {}/{} shards ready",
+                        view.message, view.position, view.length
+                    ));
+                }
             }
             self.bar.set_message(view.message.clone());
             self.last_message = Some(view.message);
@@ -626,10 +630,17 @@ async fn watch_until_done(
                 )));
             }
             Err(status) => {
-                return Err(Error::Status {
-                    status,
-                    hint: Some("`fleetctl upgrade watch` continues following it".to_owned()),
-                });
+                // The upgrade goes on in fleetd whatever happened to the watch.
+                let transient = matches!(
+                    status.code(),
+                    tonic::Code::Unavailable
+                        | tonic::Code::Unknown
+                        | tonic::Code::Cancelled
+                        | tonic::Code::DeadlineExceeded
+                );
+                let hint =
+                    transient.then(|| "`fleetctl upgrade watch` continues following it".to_owned());
+                return Err(Error::Status { status, hint });
             }
         };
         for change in message.changes {

@@ -21,9 +21,9 @@ use std::fmt;
 
 use prost_reflect::{DynamicMessage, Kind, MapKey, MessageDescriptor, Value};
 
-use super::translate::PathTranslation;
 use super::InvalidArgument;
 use super::field_path::{FieldPath, Shape, display_map_key, kind_name, parse_map_key};
+use super::translate::PathTranslation;
 
 const FIELD: &str = "filter";
 
@@ -179,7 +179,11 @@ impl Expr {
                 out.push_str("NOT ");
                 operand(inner, out)?;
             }
-            Expr::Compare { path, op, literal: l } => {
+            Expr::Compare {
+                path,
+                op,
+                literal: l,
+            } => {
                 let source = path.to_string();
                 let target = t.path(&source)?;
                 out.push_str(&format!("{target} {} {}", op.symbol(), literal(&source, l)));

@@ -193,10 +193,7 @@ impl OrderBy {
 
     /// The same ordering in another API version's paths (text to parse
     /// against that version's descriptor).
-    pub fn translate(
-        &self,
-        translation: &dyn super::PathTranslation,
-    ) -> Result<String, String> {
+    pub fn translate(&self, translation: &dyn super::PathTranslation) -> Result<String, String> {
         let mut items = Vec::with_capacity(self.keys.len());
         for key in &self.keys {
             let path = translation.path(&key.path.to_string())?;

@@ -3,9 +3,6 @@
 
 use fleetlog_events::{StorageKey, resource_name};
 use fleetlog_proto::api::v1::Metadata;
-use fleetlog_proto::devices::v1alpha2;
-use prost::Message as _;
-use prost_reflect::ReflectMessage;
 use fleetlog_proto::devices::v1::device_service_server::DeviceService;
 use fleetlog_proto::devices::v1::{
     BatchGetDevicesRequest, BatchGetDevicesResponse, CreateDeviceRequest, DeleteDeviceRequest,
@@ -13,6 +10,9 @@ use fleetlog_proto::devices::v1::{
     UpdateDeviceRequest, WatchDeviceRequest, WatchDeviceResponse, WatchDevicesRequest,
     WatchDevicesResponse,
 };
+use fleetlog_proto::devices::v1alpha2;
+use prost::Message as _;
+use prost_reflect::ReflectMessage;
 
 use super::v1alpha2::{Down, Up};
 use crate::engine::versioned::{Transform, Versioned};
@@ -69,8 +69,9 @@ impl Resource for Device {
 
     fn from_wire(any: &prost_types::Any, key: &StorageKey) -> Result<Self, ServiceError> {
         let type_name = fleetlog_projections::projection::type_name_of(&any.type_url);
-        let undecodable =
-            |e: prost::DecodeError| ServiceError::Internal(format!("a device does not decode: {e}"));
+        let undecodable = |e: prost::DecodeError| {
+            ServiceError::Internal(format!("a device does not decode: {e}"))
+        };
         if type_name == v1alpha2::Device::default().descriptor().full_name() {
             let old = v1alpha2::Device::decode(any.value.as_slice()).map_err(undecodable)?;
             let (_, name) = StorageKey::parse::<DeviceName>(key.as_str())

@@ -17,8 +17,8 @@ use fleetlog_proto::devices::v1alpha2::{
 };
 
 use super::device::{DeviceName as V1DeviceName, DeviceParent as V1DeviceParent};
-use crate::engine::versioned::{Transform, Versioned};
 use crate::engine::Resource;
+use crate::engine::versioned::{Transform, Versioned};
 
 resource_name! {
     /// `projects/{project}/devices/{device}`
@@ -180,7 +180,10 @@ impl Transform for Down {
 
     fn paths(&self, path: &str) -> Vec<String> {
         if path == SPLIT_MESSAGE {
-            return MOVED_PATHS.iter().map(|(old, _)| (*old).to_owned()).collect();
+            return MOVED_PATHS
+                .iter()
+                .map(|(old, _)| (*old).to_owned())
+                .collect();
         }
         let moved = MOVED_PATHS
             .iter()
@@ -339,7 +342,12 @@ mod tests {
     fn masks_both_ways() {
         let up = translate_mask(
             &eu1(),
-            mask(&["spec.log_priority", "spec.log_units", "display_name", "status"]),
+            mask(&[
+                "spec.log_priority",
+                "spec.log_units",
+                "display_name",
+                "status",
+            ]),
             "field_mask",
         )
         .expect("valid");
@@ -354,7 +362,10 @@ mod tests {
         );
         let down = translate_mask(
             &Down,
-            mask(&["spec.logging_config", "spec.logging_config.enable_journal_export"]),
+            mask(&[
+                "spec.logging_config",
+                "spec.logging_config.enable_journal_export",
+            ]),
             "update_mask",
         )
         .expect("valid");
@@ -376,12 +387,12 @@ mod tests {
     fn filters_both_ways() {
         let up = translate_filter(
             &eu1(),
-            r#"labels.site = "berlin" AND (spec.log_priority >= 5 OR NOT spec.journal_export_enabled) AND spec.log_units:"sshd.service" AND name = "projects/p0/devices/d7""#,
+            r#"labels.site = "berlin" AND (spec.log_priority >= 5 OR NOT spec.journal_export_enabled = true) AND spec.log_units:"sshd.service" AND name = "projects/p0/devices/d7""#,
         )
         .expect("valid");
         assert_eq!(
             up,
-            r#"labels.site = "berlin" AND (spec.logging_config.priority >= 5 OR NOT spec.logging_config.enable_journal_export = true) AND spec.logging_config.units:"sshd.service" AND name = "projects/p0/regions/eu1/devices/d7""#
+            r#"metadata.labels.site = "berlin" AND (spec.logging_config.priority >= 5 OR NOT spec.logging_config.enable_journal_export = true) AND spec.logging_config.units:"sshd.service" AND name = "projects/p0/regions/eu1/devices/d7""#
         );
         let down = translate_filter(
             &Down,
@@ -404,8 +415,11 @@ mod tests {
             "spec.logging_config.priority desc, display_name"
         );
         assert_eq!(
-            translate_order(&Down, "spec.logging_config.priority, metadata.create_time desc")
-                .expect("valid"),
+            translate_order(
+                &Down,
+                "spec.logging_config.priority, metadata.create_time desc"
+            )
+            .expect("valid"),
             "spec.log_priority, metadata.create_time desc"
         );
         assert_eq!(translate_order(&Down, "").expect("empty"), "");

@@ -267,9 +267,8 @@ impl<R: Resource> Engine<R> {
                 ))
             })?
             .0;
-        let mut resource = R::from_wire(any, &key).map_err(|e| {
-            ServiceError::Internal(format!("event {}: {e}", event.revision))
-        })?;
+        let mut resource = R::from_wire(any, &key)
+            .map_err(|e| ServiceError::Internal(format!("event {}: {e}", event.revision)))?;
         resource.metadata_mut().revision = event.revision.to_wire();
         Ok(resource)
     }

@@ -18,7 +18,9 @@ use futures::StreamExt;
 use prost_reflect::ReflectMessage;
 
 use super::watch::{Change, WatchBatch, WatchBatches, WatchTarget};
-use super::{CreateRequest, DeleteRequest, Engine, ListRequest, ListResponse, Resource, UpdateRequest};
+use super::{
+    CreateRequest, DeleteRequest, Engine, ListRequest, ListResponse, Resource, UpdateRequest,
+};
 use crate::error::ServiceError;
 
 type NameOf<R> = <R as Resource>::Name;
@@ -137,10 +139,13 @@ where
         if native {
             return self.native.list_at(projection, request).await;
         }
-        let parent: ParentOf<F::From> = request
-            .parent
-            .parse()
-            .map_err(|e: fleetlog_events::NameError| ServiceError::invalid("parent", e.to_string()))?;
+        let parent: ParentOf<F::From> =
+            request
+                .parent
+                .parse()
+                .map_err(|e: fleetlog_events::NameError| {
+                    ServiceError::invalid("parent", e.to_string())
+                })?;
         let other_parent = self.forward.parent(&parent).to_string();
         let other_filter = translate_filter(&self.forward, &request.filter)?;
         let other_order = translate_order(&self.forward, &request.order_by)?;
@@ -148,7 +153,12 @@ where
             String::new()
         } else {
             self.reseal(
-                (&self.native, &request.parent, &request.filter, &request.order_by),
+                (
+                    &self.native,
+                    &request.parent,
+                    &request.filter,
+                    &request.order_by,
+                ),
                 (&self.other, &other_parent, &other_filter, &other_order),
                 &request.page_token,
                 |name| self.forward_name("page_token", name),
@@ -174,13 +184,22 @@ where
         } else {
             self.reseal(
                 (&self.other, &other_parent, &other_filter, &other_order),
-                (&self.native, &request.parent, &request.filter, &request.order_by),
+                (
+                    &self.native,
+                    &request.parent,
+                    &request.filter,
+                    &request.order_by,
+                ),
                 &page.next_page_token,
                 |name| self.back_name(name),
             )?
         };
         Ok(ListResponse {
-            items: page.items.into_iter().map(|r| self.back.resource(r)).collect(),
+            items: page
+                .items
+                .into_iter()
+                .map(|r| self.back.resource(r))
+                .collect(),
             next_page_token,
             revision: page.revision,
         })
@@ -223,9 +242,10 @@ where
         let target = match target {
             WatchTarget::One(name) => WatchTarget::One(self.forward_name("name", &name)?),
             WatchTarget::Collection { parent, filter } => {
-                let parent: ParentOf<F::From> = parent.parse().map_err(
-                    |e: fleetlog_events::NameError| ServiceError::invalid("parent", e.to_string()),
-                )?;
+                let parent: ParentOf<F::From> =
+                    parent.parse().map_err(|e: fleetlog_events::NameError| {
+                        ServiceError::invalid("parent", e.to_string())
+                    })?;
                 WatchTarget::Collection {
                     parent: self.forward.parent(&parent).to_string(),
                     filter: translate_filter(&self.forward, &filter)?,
@@ -263,10 +283,13 @@ where
         if self.native_is_storage {
             return self.native.create(request).await;
         }
-        let parent: ParentOf<F::From> = request
-            .parent
-            .parse()
-            .map_err(|e: fleetlog_events::NameError| ServiceError::invalid("parent", e.to_string()))?;
+        let parent: ParentOf<F::From> =
+            request
+                .parent
+                .parse()
+                .map_err(|e: fleetlog_events::NameError| {
+                    ServiceError::invalid("parent", e.to_string())
+                })?;
         let created = self
             .other
             .create(CreateRequest {
@@ -281,9 +304,7 @@ where
     }
 
     pub async fn update(&self, request: UpdateRequest<F::From>) -> Result<F::From, ServiceError> {
-        self.native
-            .context()
-            .check_writable(F::From::API_VERSION)?;
+        self.native.context().check_writable(F::From::API_VERSION)?;
         if self.native_is_storage {
             return self.native.update(request).await;
         }
@@ -309,9 +330,7 @@ where
     }
 
     pub async fn delete(&self, request: DeleteRequest) -> Result<(), ServiceError> {
-        self.native
-            .context()
-            .check_writable(F::From::API_VERSION)?;
+        self.native.context().check_writable(F::From::API_VERSION)?;
         if self.native_is_storage {
             return self.native.delete(request).await;
         }
@@ -351,10 +370,12 @@ where
     /// resource name the client sent, and its field paths.
     fn back_error(&self, err: ServiceError, name: &str) -> ServiceError {
         match err {
-            ServiceError::NotFound(_) if !name.is_empty() => ServiceError::NotFound(name.to_owned()),
-            ServiceError::AlreadyExists(other) => ServiceError::AlreadyExists(
-                self.back_name(&other).unwrap_or(other),
-            ),
+            ServiceError::NotFound(_) if !name.is_empty() => {
+                ServiceError::NotFound(name.to_owned())
+            }
+            ServiceError::AlreadyExists(other) => {
+                ServiceError::AlreadyExists(self.back_name(&other).unwrap_or(other))
+            }
             ServiceError::InvalidArgument { field, message } => {
                 let prefix = format!("{}.", F::To::FIELD);
                 let field = match field.strip_prefix(&prefix) {

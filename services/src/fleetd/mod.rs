@@ -126,7 +126,7 @@ async fn serve(
         projector_failed.clone(),
         meta::V1,
     )?;
-    meta_set.feed(meta::V1)?;
+    meta_set.feed(meta::V1, false)?;
     let meta_ctx = Arc::new(ServiceContext {
         log: meta_log.clone(),
         active: meta_set.active().clone(),
@@ -155,7 +155,7 @@ async fn serve(
         projector_failed.clone(),
         &current.current_version,
     )?;
-    devices_set.feed(&current.current_version)?;
+    devices_set.feed(&current.current_version, false)?;
     let ctx = Arc::new(ServiceContext {
         log: devices_log.clone(),
         active: devices_set.active().clone(),

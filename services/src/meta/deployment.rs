@@ -167,7 +167,10 @@ pub fn set_available_upgrade(
     if !all_versions.iter().any(|v| v == target) {
         return Err(ServiceError::invalid(
             "target_api_version",
-            format!("{target} is not one of the service's versions ({})", all_versions.join(", ")),
+            format!(
+                "{target} is not one of the service's versions ({})",
+                all_versions.join(", ")
+            ),
         ));
     }
     if !(0..=1024).contains(&total_shards) {
@@ -221,7 +224,9 @@ pub fn notify_shards(
     ready: bool,
 ) -> Result<(), ServiceError> {
     let Some(state) = deployment.upgrade_state.as_mut() else {
-        return Err(ServiceError::FailedPrecondition("no upgrade is in progress".into()));
+        return Err(ServiceError::FailedPrecondition(
+            "no upgrade is in progress".into(),
+        ));
     };
     if state.stage() != Stage::InitialSyncing {
         return Err(ServiceError::FailedPrecondition(format!(
@@ -263,7 +268,10 @@ pub fn rollback_upgrade(
     if !all_versions.iter().any(|v| v == to_version) {
         return Err(ServiceError::invalid(
             "to_version",
-            format!("{to_version:?} is not one of the service's versions ({})", all_versions.join(", ")),
+            format!(
+                "{to_version:?} is not one of the service's versions ({})",
+                all_versions.join(", ")
+            ),
         ));
     }
     match stage(deployment) {
@@ -316,7 +324,9 @@ pub fn rollback_upgrade(
 /// The switch happened: the target is current, writes resumed after `pause`.
 pub fn complete_switch(deployment: &mut Deployment, pause: Duration) -> Result<(), ServiceError> {
     let Some(state) = deployment.upgrade_state.as_mut() else {
-        return Err(ServiceError::FailedPrecondition("no switch is in progress".into()));
+        return Err(ServiceError::FailedPrecondition(
+            "no switch is in progress".into(),
+        ));
     };
     if state.stage() != Stage::Switching {
         return Err(ServiceError::FailedPrecondition(format!(
@@ -348,9 +358,9 @@ impl DeploymentApi {
     }
 
     fn versions_of(&self, name: &str) -> Result<Vec<String>, ServiceError> {
-        let name: DeploymentName = name
-            .parse()
-            .map_err(|e: fleetlog_events::NameError| ServiceError::invalid("name", e.to_string()))?;
+        let name: DeploymentName = name.parse().map_err(|e: fleetlog_events::NameError| {
+            ServiceError::invalid("name", e.to_string())
+        })?;
         Ok(service_of(&self.engine.projection(), &name)?.all_versions)
     }
 }

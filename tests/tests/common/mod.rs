@@ -85,6 +85,13 @@ impl Sandbox {
         .await?)
     }
 
+    /// Stops fleetd, keeping the nats-server and the data dir to inspect.
+    pub async fn stop_keeping(self) -> anyhow::Result<(NatsServer, tempfile::TempDir)> {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task).await???;
+        Ok((self.nats, self.data))
+    }
+
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(30), self.task).await???;
