@@ -161,11 +161,11 @@ impl UpgradeController {
         tracing::debug!(current, target, stage = stage.as_str_name(), "deployment");
         self.projections.feed(current, false)?;
 
-        if stage != Stage::InitialSyncing || reporter.as_ref().is_some_and(|r| r.target != target) {
-            if let Some(r) = reporter.take() {
-                r.stop.cancel();
-                let _ = r.task.await;
-            }
+        let reporting_elsewhere =
+            stage != Stage::InitialSyncing || reporter.as_ref().is_some_and(|r| r.target != target);
+        if reporting_elsewhere && let Some(r) = reporter.take() {
+            r.stop.cancel();
+            let _ = r.task.await;
         }
 
         match stage {

@@ -176,7 +176,7 @@ async fn writer(
     let mut i = w;
     while !stop.is_cancelled() {
         counter += 1;
-        if w % 2 == 1 && !on_v1 && counter % 20 == 0 {
+        if !w.is_multiple_of(2) && !on_v1 && counter.is_multiple_of(20) {
             on_v1 = deployment(&mut meta).await?.current_version == "v1";
         }
         let labels: HashMap<String, String> = [("counter".to_owned(), counter.to_string())].into();
@@ -242,7 +242,7 @@ async fn reader(
     let mut reads = 0u64;
     let mut i = r;
     while !stop.is_cancelled() {
-        if r % 2 == 0 {
+        if r.is_multiple_of(2) {
             let got = old
                 .get_device(v1alpha2::GetDeviceRequest {
                     name: old_name(i),
