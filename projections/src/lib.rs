@@ -14,4 +14,4 @@ pub mod store;
 
 pub use error::ProjectionError;
 pub use projection::{AsWritten, Converter, Projection};
-pub use projector::Projector;
+pub use projector::{Projector, ReplayOptions};

@@ -138,24 +138,47 @@ async fn reconnected(reconnects: &mut Option<watch::Receiver<u64>>) {
     std::future::pending().await
 }
 
-/// Replays the whole log into `projection` until it has applied everything
-/// the stream held when the replay started. `progress` is called after every
-/// batch with (applied, target).
+/// How a replay reads the log.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReplayOptions {
+    /// Read only the last event of every subject (`LastPerSubject`) when
+    /// the projection is empty.
+    pub compacted: bool,
+    /// Stop at this revision instead of the stream's last at the start.
+    pub until: Option<fleetlog_events::Revision>,
+}
+
+/// Replays the log into `projection` until it has applied everything the
+/// stream held when the replay started (or `options.until`). `progress` is
+/// called after every batch with (applied, target).
 pub async fn replay(
     log: &EventLog,
     projection: &Projection,
     converter: &dyn Converter,
+    options: ReplayOptions,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<(), ProjectionError> {
-    let target = log.last_revision().await?;
+    let target = match options.until {
+        Some(until) => until,
+        None => log.last_revision().await?,
+    };
     if projection.applied() >= target {
         progress(projection.applied().get(), target.get());
         return Ok(());
     }
-    let subscription = log.follow(StartAt::After(projection.applied())).await?;
+    let from = if options.compacted && projection.applied() == fleetlog_events::Revision::NONE {
+        StartAt::LastPerSubject
+    } else {
+        StartAt::After(projection.applied())
+    };
+    let subscription = log.follow(from).await?;
     let mut batches = subscription.events.ready_chunks(MAX_BATCH);
     while let Some(batch) = batches.next().await {
-        let checkpoint = projection.apply(&events_of(batch)?, converter)?;
+        let events: Vec<StoredEvent> = events_of(batch)?
+            .into_iter()
+            .filter(|e| e.revision <= target)
+            .collect();
+        let checkpoint = projection.apply(&events, converter)?;
         progress(checkpoint.revision.get(), target.get());
         if checkpoint.revision >= target {
             return Ok(());

@@ -94,6 +94,20 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) the projection at `path` for `api_version`.
+    /// Opens a projection another process may be writing, as it is now,
+    /// without taking its lock (for verification).
+    pub fn open_read_only(path: &Path) -> Result<Self, ProjectionError> {
+        let cfs = [CF_RESOURCES, CF_META]
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db = DB::open_cf_descriptors_read_only(&Options::default(), path, cfs, false)
+            .map_err(|e| ProjectionError::Storage(format!("opening {}: {e}", path.display())))?;
+        Ok(Store {
+            db,
+            path: path.to_owned(),
+        })
+    }
+
     pub fn open(path: &Path, api_version: &str) -> Result<Self, ProjectionError> {
         let mut options = Options::default();
         options.create_if_missing(true);

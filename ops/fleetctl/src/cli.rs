@@ -62,6 +62,10 @@ pub enum Command {
     /// Upgrade a service's deployment in a region (fleetlog.meta.v1.DeploymentService).
     #[command(subcommand)]
     Upgrade(UpgradeCommand),
+    /// Rebuild or verify a projection from the log (talks to NATS and
+    /// RocksDB directly).
+    #[command(subcommand)]
+    Projection(crate::projection::ProjectionCommand),
 }
 
 impl Command {
@@ -70,6 +74,7 @@ impl Command {
         match self {
             Command::Devices(devices) => ["devices", devices.name()],
             Command::Upgrade(upgrade) => ["upgrade", upgrade.name()],
+            Command::Projection(projection) => ["projection", projection.name()],
         }
     }
 }

@@ -5,6 +5,7 @@ mod devices;
 mod error;
 mod names;
 mod output;
+mod projection;
 mod upgrade;
 
 use std::process::ExitCode;
@@ -41,5 +42,6 @@ async fn run(cli: Cli) -> Result<(), Error> {
             };
             upgrade::run(&conn, command, cli.output).await
         }
+        Command::Projection(command) => projection::run(command).await,
     }
 }
