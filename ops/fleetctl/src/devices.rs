@@ -73,7 +73,7 @@ impl Interceptor for Auth {
 
 /// `endpoint` with `http://` added when it has no scheme (`127.0.0.1:7400`); an
 /// empty endpoint (e.g. `FLEETLOG_ENDPOINT=`) means the default.
-pub fn normalize_endpoint(endpoint: &str) -> String {
+fn normalize_endpoint(endpoint: &str) -> String {
     let endpoint = endpoint.trim();
     if endpoint.is_empty() {
         DEFAULT_ENDPOINT.to_owned()
@@ -100,6 +100,16 @@ impl Connection {
 
 /// Connects to `endpoint`; a failure names the endpoint.
 pub async fn connect(endpoint: &str, key: Option<&str>) -> Result<Client, Error> {
+    let (channel, auth) = open_channel(endpoint, key).await?;
+    Ok(DeviceServiceClient::with_interceptor(channel, auth))
+}
+
+/// The gRPC channel every fleetctl client uses, and the credentials to
+/// attach; a failure names the endpoint.
+pub async fn open_channel(
+    endpoint: &str,
+    key: Option<&str>,
+) -> Result<(tonic::transport::Channel, Auth), Error> {
     let auth = Auth::new(key)?;
     let uri = normalize_endpoint(endpoint);
     let channel = Endpoint::from_shared(uri.clone())
@@ -114,7 +124,7 @@ pub async fn connect(endpoint: &str, key: Option<&str>) -> Result<Client, Error>
             endpoint: uri,
             source,
         })?;
-    Ok(DeviceServiceClient::with_interceptor(channel, auth))
+    Ok((channel, auth))
 }
 
 /// Runs one `devices` subcommand.

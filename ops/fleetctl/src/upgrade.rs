@@ -14,13 +14,13 @@ use fleetlog_proto::meta::v1::{
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tonic::Streaming;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::cli::{
     DEFAULT_REGION, DeploymentArgs, Output, UpgradeBeginArgs, UpgradeCommand, UpgradeRollbackArgs,
     UpgradeStatusArgs, UpgradeWatchArgs,
 };
-use crate::devices::{Auth, Connection, normalize_endpoint};
+use crate::devices::{Auth, Connection, open_channel};
 use crate::error::{Error, stderr_line};
 use crate::output;
 
@@ -34,20 +34,7 @@ const NONE: &str = "-";
 
 /// Connects to the DeploymentService at `conn`; a failure names the endpoint.
 async fn connect(conn: &Connection) -> Result<Client, Error> {
-    let auth = Auth::new(conn.key.as_deref())?;
-    let uri = normalize_endpoint(&conn.endpoint);
-    let channel = Endpoint::from_shared(uri.clone())
-        .map_err(|err| Error::Other(format!("invalid endpoint '{}': {err}", conn.endpoint)))?
-        .connect_timeout(Duration::from_secs(10))
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .keep_alive_while_idle(true)
-        .connect()
-        .await
-        .map_err(|source| Error::Connect {
-            endpoint: uri,
-            source,
-        })?;
+    let (channel, auth) = open_channel(&conn.endpoint, conn.key.as_deref()).await?;
     Ok(DeploymentServiceClient::with_interceptor(channel, auth))
 }
 
