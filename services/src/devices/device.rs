@@ -11,12 +11,11 @@ use fleetlog_proto::devices::v1::{
     WatchDevicesResponse,
 };
 use fleetlog_proto::devices::v1alpha2;
-use prost::Message as _;
 use prost_reflect::ReflectMessage;
 
 use super::v1alpha2::{Down, Up};
 use crate::engine::versioned::{Transform, Versioned};
-use crate::engine::{FieldViolation, Resource, Wire, type_url_of};
+use crate::engine::{FieldViolation, Resource, Wire, decode_own_version};
 use crate::error::ServiceError;
 
 resource_name! {
@@ -44,22 +43,10 @@ impl Resource for Device {
 
     fn to_wire(&self, version: &str) -> Result<Wire, ServiceError> {
         match version {
-            super::V1 => Ok(Wire {
-                any: prost_types::Any {
-                    type_url: type_url_of(&self.descriptor()),
-                    value: self.encode_to_vec(),
-                },
-                name: self.name.clone(),
-            }),
+            super::V1 => Ok(Wire::of(self, self.name.clone())),
             super::V1ALPHA2 => {
                 let old = Down.resource(self.clone());
-                Ok(Wire {
-                    any: prost_types::Any {
-                        type_url: type_url_of(&old.descriptor()),
-                        value: old.encode_to_vec(),
-                    },
-                    name: old.name,
-                })
+                Ok(Wire::of(&old, old.name.clone()))
             }
             other => Err(ServiceError::Internal(format!(
                 "devices have no API version {other}"
@@ -69,16 +56,13 @@ impl Resource for Device {
 
     fn from_wire(any: &prost_types::Any, key: &StorageKey) -> Result<Self, ServiceError> {
         let type_name = fleetlog_projections::projection::type_name_of(&any.type_url);
-        let undecodable = |e: prost::DecodeError| {
-            ServiceError::Internal(format!("a device does not decode: {e}"))
-        };
         if type_name == v1alpha2::Device::default().descriptor().full_name() {
-            let old = v1alpha2::Device::decode(any.value.as_slice()).map_err(undecodable)?;
+            let old: v1alpha2::Device = decode_own_version(any)?;
             let (_, name) = StorageKey::parse::<DeviceName>(key.as_str())
                 .map_err(|e| ServiceError::Internal(format!("storage key {key}: {e}")))?;
             return Ok(Up::new(name.region).resource(old));
         }
-        Device::decode(any.value.as_slice()).map_err(undecodable)
+        decode_own_version(any)
     }
 
     fn name(&self) -> &str {

@@ -98,29 +98,28 @@ pub trait Resource:
                 self.descriptor().full_name()
             )));
         }
-        Ok(Wire {
-            any: Any {
-                type_url: type_url_of(&self.descriptor()),
-                value: self.encode_to_vec(),
-            },
-            name: self.name().to_owned(),
-        })
+        Ok(Wire::of(self, self.name().to_owned()))
     }
 
     /// The resource an event carries, written in any API version this type
     /// reads; `key` is the event's storage key.
     fn from_wire(any: &Any, _key: &StorageKey) -> Result<Self, ServiceError> {
-        let descriptor = Self::default().descriptor();
-        if fleetlog_projections::projection::type_name_of(&any.type_url) != descriptor.full_name() {
-            return Err(ServiceError::Internal(format!(
-                "an event holds {}, not {}",
-                any.type_url,
-                descriptor.full_name()
-            )));
-        }
-        Self::decode(any.value.as_slice())
-            .map_err(|e| ServiceError::Internal(format!("an event does not decode: {e}")))
+        decode_own_version(any)
     }
+}
+
+/// Decodes an `Any` holding exactly `R`'s message (its own API version).
+pub fn decode_own_version<R: Resource>(any: &Any) -> Result<R, ServiceError> {
+    let descriptor = R::default().descriptor();
+    if fleetlog_projections::projection::type_name_of(&any.type_url) != descriptor.full_name() {
+        return Err(ServiceError::Internal(format!(
+            "an event holds {}, not {}",
+            any.type_url,
+            descriptor.full_name()
+        )));
+    }
+    R::decode(any.value.as_slice())
+        .map_err(|e| ServiceError::Internal(format!("an event does not decode: {e}")))
 }
 
 /// A resource as one API version writes it into an event or a projection.
@@ -131,8 +130,21 @@ pub struct Wire {
     pub name: String,
 }
 
+impl Wire {
+    /// `message` packed as an event carries it, named `name`.
+    pub fn of(message: &impl ReflectMessage, name: String) -> Self {
+        Wire {
+            any: Any {
+                type_url: type_url_of(&message.descriptor()),
+                value: message.encode_to_vec(),
+            },
+            name,
+        }
+    }
+}
+
 /// `type.googleapis.com/{full message name}`.
-pub fn type_url_of(descriptor: &prost_reflect::MessageDescriptor) -> String {
+fn type_url_of(descriptor: &prost_reflect::MessageDescriptor) -> String {
     format!("type.googleapis.com/{}", descriptor.full_name())
 }
 
