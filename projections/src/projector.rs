@@ -80,14 +80,7 @@ impl Projector {
             reconnects.mark_unchanged();
         }
         let start = self.projection.applied();
-        // Deliveries arrive in sequence order either way, so a compacted
-        // replay interrupted at checkpoint N resumes correctly from N + 1.
-        let from = if self.compacted && start == fleetlog_events::Revision::NONE {
-            StartAt::LastPerSubject
-        } else {
-            StartAt::After(start)
-        };
-        let subscription = self.log.follow(from).await?;
+        let subscription = self.log.follow(start_at(self.compacted, start)).await?;
         tracing::info!(from = start.get() + 1, "projector following the log");
         let mut batches = subscription.events.ready_chunks(MAX_BATCH);
         loop {
@@ -115,6 +108,18 @@ impl Projector {
                 "batch applied"
             );
         }
+    }
+}
+
+/// Where a projection at checkpoint `applied` continues: an empty one built
+/// compacted starts from the last event of every subject. Deliveries arrive
+/// in sequence order either way, so a compacted build interrupted at
+/// checkpoint N resumes correctly from N + 1.
+fn start_at(compacted: bool, applied: fleetlog_events::Revision) -> StartAt {
+    if compacted && applied == fleetlog_events::Revision::NONE {
+        StartAt::LastPerSubject
+    } else {
+        StartAt::After(applied)
     }
 }
 
@@ -166,12 +171,9 @@ pub async fn replay(
         progress(projection.applied().get(), target.get());
         return Ok(());
     }
-    let from = if options.compacted && projection.applied() == fleetlog_events::Revision::NONE {
-        StartAt::LastPerSubject
-    } else {
-        StartAt::After(projection.applied())
-    };
-    let subscription = log.follow(from).await?;
+    let subscription = log
+        .follow(start_at(options.compacted, projection.applied()))
+        .await?;
     let mut batches = subscription.events.ready_chunks(MAX_BATCH);
     while let Some(batch) = batches.next().await {
         let events: Vec<StoredEvent> = events_of(batch)?
