@@ -172,7 +172,7 @@ impl UpgradeController {
             Stage::Ready => {
                 if self.projections.active_version() != current {
                     // Another process switched, or this one restarted.
-                    self.catch_up_and_activate(current).await?;
+                    self.catch_up_and_activate(current, false).await?;
                 }
                 for version in self.service.versions {
                     let keep =
@@ -201,12 +201,19 @@ impl UpgradeController {
         Ok(())
     }
 
-    async fn catch_up_and_activate(&self, version: &str) -> Result<(), ServiceError> {
-        let projection = self.projections.feed(version, false)?;
+    /// Feeds `version` (building it compacted if new and `compacted`),
+    /// waits until it has applied the stream's last event, and makes it
+    /// active. Returns that last event's revision.
+    async fn catch_up_and_activate(
+        &self,
+        version: &str,
+        compacted: bool,
+    ) -> Result<Revision, ServiceError> {
+        let projection = self.projections.feed(version, compacted)?;
         let last = self.service.log.last_revision().await?;
         projection.wait_for(last, SWITCH_CATCH_UP).await?;
         self.projections.activate(version)?;
-        Ok(())
+        Ok(last)
     }
 
     /// The switch: writes pause from the moment the gate is requested until
@@ -214,10 +221,7 @@ impl UpgradeController {
     async fn switch(&self, deployment: &Deployment, target: &str) -> Result<(), ServiceError> {
         let started = Instant::now();
         let paused = self.service.write_gate.write().await;
-        let projection = self.projections.feed(target, true)?;
-        let last = self.service.log.last_revision().await?;
-        projection.wait_for(last, SWITCH_CATCH_UP).await?;
-        self.projections.activate(target)?;
+        let last = self.catch_up_and_activate(target, true).await?;
         drop(paused);
         let pause = started.elapsed();
         tracing::info!(
