@@ -139,14 +139,7 @@ where
         if native {
             return self.native.list_at(projection, request).await;
         }
-        let parent: ParentOf<F::From> =
-            request
-                .parent
-                .parse()
-                .map_err(|e: fleetlog_events::NameError| {
-                    ServiceError::invalid("parent", e.to_string())
-                })?;
-        let other_parent = self.forward.parent(&parent).to_string();
+        let other_parent = self.forward_parent(&request.parent)?;
         let other_filter = translate_filter(&self.forward, &request.filter)?;
         let other_order = translate_order(&self.forward, &request.order_by)?;
         let page_token = if request.page_token.is_empty() {
@@ -241,16 +234,10 @@ where
         }
         let target = match target {
             WatchTarget::One(name) => WatchTarget::One(self.forward_name("name", &name)?),
-            WatchTarget::Collection { parent, filter } => {
-                let parent: ParentOf<F::From> =
-                    parent.parse().map_err(|e: fleetlog_events::NameError| {
-                        ServiceError::invalid("parent", e.to_string())
-                    })?;
-                WatchTarget::Collection {
-                    parent: self.forward.parent(&parent).to_string(),
-                    filter: translate_filter(&self.forward, &filter)?,
-                }
-            }
+            WatchTarget::Collection { parent, filter } => WatchTarget::Collection {
+                parent: self.forward_parent(&parent)?,
+                filter: translate_filter(&self.forward, &filter)?,
+            },
         };
         let mask = self.forward_mask(field_mask, "field_mask")?;
         let batches = self.other.watch(target, mask, resume_revision).await?;
@@ -283,17 +270,10 @@ where
         if self.native_is_storage {
             return self.native.create(request).await;
         }
-        let parent: ParentOf<F::From> =
-            request
-                .parent
-                .parse()
-                .map_err(|e: fleetlog_events::NameError| {
-                    ServiceError::invalid("parent", e.to_string())
-                })?;
         let created = self
             .other
             .create(CreateRequest {
-                parent: self.forward.parent(&parent).to_string(),
+                parent: self.forward_parent(&request.parent)?,
                 id: request.id,
                 resource: request.resource.map(|r| self.forward.resource(r)),
                 request_id: request.request_id,
@@ -345,10 +325,13 @@ where
     }
 
     fn forward_name(&self, field: &str, name: &str) -> Result<String, ServiceError> {
-        let parsed: NameOf<F::From> = name
-            .parse()
-            .map_err(|e: fleetlog_events::NameError| ServiceError::invalid(field, e.to_string()))?;
+        let parsed = self.native.parse_name(field, name)?;
         Ok(self.forward.name(&parsed).to_string())
+    }
+
+    fn forward_parent(&self, parent: &str) -> Result<String, ServiceError> {
+        let parsed = self.native.parse_parent(parent)?;
+        Ok(self.forward.parent(&parsed).to_string())
     }
 
     fn back_name(&self, name: &str) -> Result<String, ServiceError> {
