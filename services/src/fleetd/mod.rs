@@ -127,18 +127,23 @@ async fn serve(
         meta::V1,
     )?;
     meta_set.feed(meta::V1, false)?;
-    let meta_ctx = Arc::new(ServiceContext {
-        log: meta_log.clone(),
-        active: meta_set.active().clone(),
-        versions: meta::VERSIONS,
-        write_gate: Default::default(),
-        region: region.clone(),
-        page_tokens: page_tokens.clone(),
-        read_wait: config.read_wait(),
-        shutdown: shutdown.clone(),
-        tasks: tasks.clone(),
-        accept_commands,
-    });
+    // What every service's context shares; each has its own log,
+    // projections and write gate.
+    let context = |log: &EventLog, set: &ProjectionSet, versions: &'static [&'static str]| {
+        Arc::new(ServiceContext {
+            log: log.clone(),
+            active: set.active().clone(),
+            versions,
+            write_gate: Default::default(),
+            region: region.clone(),
+            page_tokens: page_tokens.clone(),
+            read_wait: config.read_wait(),
+            shutdown: shutdown.clone(),
+            tasks: tasks.clone(),
+            accept_commands,
+        })
+    };
+    let meta_ctx = context(&meta_log, &meta_set, meta::VERSIONS);
     let deployments = Engine::<Deployment>::new(meta_ctx.clone());
     let deployment_name = deployment::deployment_name(devices::SERVICE_DOMAIN, &region)?;
     if accept_commands {
@@ -156,18 +161,7 @@ async fn serve(
         &current.current_version,
     )?;
     devices_set.feed(&current.current_version, false)?;
-    let ctx = Arc::new(ServiceContext {
-        log: devices_log.clone(),
-        active: devices_set.active().clone(),
-        versions: devices::VERSIONS,
-        write_gate: Default::default(),
-        region: region.clone(),
-        page_tokens,
-        read_wait: config.read_wait(),
-        shutdown: shutdown.clone(),
-        tasks: tasks.clone(),
-        accept_commands,
-    });
+    let ctx = context(&devices_log, &devices_set, devices::VERSIONS);
 
     let controller_stop = CancellationToken::new();
     let controller = UpgradeController {
