@@ -2,7 +2,6 @@
 //! and the gRPC service built from it.
 
 use fleetlog_events::{StorageKey, resource_name};
-use fleetlog_proto::api::v1::Metadata;
 use fleetlog_proto::devices::v1::device_service_server::DeviceService;
 use fleetlog_proto::devices::v1::{
     BatchGetDevicesRequest, BatchGetDevicesResponse, CreateDeviceRequest, DeleteDeviceRequest,
@@ -65,21 +64,7 @@ impl Resource for Device {
         decode_own_version(any)
     }
 
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn set_name(&mut self, name: String) {
-        self.name = name;
-    }
-
-    fn metadata(&self) -> Option<&Metadata> {
-        self.metadata.as_ref()
-    }
-
-    fn metadata_mut(&mut self) -> &mut Metadata {
-        self.metadata.get_or_insert_with(Default::default)
-    }
+    crate::resource_fields!();
 
     fn validate(&self) -> Result<(), FieldViolation> {
         if let Some(logging) = self.spec.as_ref().and_then(|s| s.logging_config.as_ref()) {

@@ -6,7 +6,6 @@
 //! dropping the region segment (API.md, "Devices v1alpha2").
 
 use fleetlog_events::{Id, resource_name};
-use fleetlog_proto::api::v1::Metadata;
 use fleetlog_proto::devices::v1;
 use fleetlog_proto::devices::v1alpha2::device_service_server::DeviceService;
 use fleetlog_proto::devices::v1alpha2::{
@@ -34,21 +33,7 @@ impl Resource for Device {
     const ID_FIELD: &'static str = "device_id";
     const API_VERSION: &'static str = super::V1ALPHA2;
 
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn set_name(&mut self, name: String) {
-        self.name = name;
-    }
-
-    fn metadata(&self) -> Option<&Metadata> {
-        self.metadata.as_ref()
-    }
-
-    fn metadata_mut(&mut self) -> &mut Metadata {
-        self.metadata.get_or_insert_with(Default::default)
-    }
+    crate::resource_fields!();
 }
 
 /// Field paths that moved: (v1alpha2, v1).
@@ -231,6 +216,7 @@ mod tests {
 
     use super::*;
     use crate::engine::versioned::{translate_filter, translate_mask, translate_order};
+    use fleetlog_proto::api::v1::Metadata;
     use fleetlog_proto::devices::v1::device::spec::LoggingConfig;
 
     fn eu1() -> Up {

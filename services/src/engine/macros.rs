@@ -183,3 +183,26 @@ macro_rules! standard_service {
         }
     };
 }
+
+/// The [`crate::engine::Resource`] accessors of a message with the usual
+/// `name` and `metadata` fields; used inside `impl Resource for …`.
+#[macro_export]
+macro_rules! resource_fields {
+    () => {
+        fn name(&self) -> &str {
+            &self.name
+        }
+
+        fn set_name(&mut self, name: String) {
+            self.name = name;
+        }
+
+        fn metadata(&self) -> Option<&::fleetlog_proto::api::v1::Metadata> {
+            self.metadata.as_ref()
+        }
+
+        fn metadata_mut(&mut self) -> &mut ::fleetlog_proto::api::v1::Metadata {
+            self.metadata.get_or_insert_with(Default::default)
+        }
+    };
+}

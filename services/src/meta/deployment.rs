@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use fleetlog_events::{Id, resource_name};
 use fleetlog_projections::Projection;
-use fleetlog_proto::api::v1::Metadata;
 use fleetlog_proto::meta::v1::deployment::{AvailableUpgrade, Stage, UpgradeState};
 use fleetlog_proto::meta::v1::deployment_service_server::DeploymentService;
 use fleetlog_proto::meta::v1::{
@@ -53,18 +52,7 @@ impl Resource for Deployment {
     const ID_FIELD: &'static str = "deployment_id";
     const API_VERSION: &'static str = super::V1;
 
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn set_name(&mut self, name: String) {
-        self.name = name;
-    }
-    fn metadata(&self) -> Option<&Metadata> {
-        self.metadata.as_ref()
-    }
-    fn metadata_mut(&mut self) -> &mut Metadata {
-        self.metadata.get_or_insert_with(Default::default)
-    }
+    crate::resource_fields!();
 
     fn validate(&self) -> Result<(), FieldViolation> {
         if let Ok(name) = self.name.parse::<DeploymentName>() {

@@ -1,7 +1,6 @@
 //! `fleetlog.meta.v1.Region`: `regions/{region}`.
 
 use fleetlog_events::resource_name;
-use fleetlog_proto::api::v1::Metadata;
 use fleetlog_proto::meta::v1::region_service_server::RegionService;
 use fleetlog_proto::meta::v1::{
     BatchGetRegionsRequest, BatchGetRegionsResponse, CreateRegionRequest, DeleteRegionRequest,
@@ -26,18 +25,7 @@ impl Resource for Region {
     const ID_FIELD: &'static str = "region_id";
     const API_VERSION: &'static str = super::V1;
 
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn set_name(&mut self, name: String) {
-        self.name = name;
-    }
-    fn metadata(&self) -> Option<&Metadata> {
-        self.metadata.as_ref()
-    }
-    fn metadata_mut(&mut self) -> &mut Metadata {
-        self.metadata.get_or_insert_with(Default::default)
-    }
+    crate::resource_fields!();
 }
 
 pub struct RegionApi {

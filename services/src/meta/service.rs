@@ -3,7 +3,6 @@
 
 use fleetlog_events::{ResourceName, resource_name};
 use fleetlog_projections::Projection;
-use fleetlog_proto::api::v1::Metadata;
 use fleetlog_proto::meta::v1::service_service_server::ServiceService;
 use fleetlog_proto::meta::v1::{
     BatchGetServicesRequest, BatchGetServicesResponse, CreateServiceRequest, DeleteServiceRequest,
@@ -30,18 +29,7 @@ impl Resource for Service {
     const ID_FIELD: &'static str = "service_id";
     const API_VERSION: &'static str = super::V1;
 
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn set_name(&mut self, name: String) {
-        self.name = name;
-    }
-    fn metadata(&self) -> Option<&Metadata> {
-        self.metadata.as_ref()
-    }
-    fn metadata_mut(&mut self) -> &mut Metadata {
-        self.metadata.get_or_insert_with(Default::default)
-    }
+    crate::resource_fields!();
 
     fn validate(&self) -> Result<(), FieldViolation> {
         for (i, imported) in self.imported_services.iter().enumerate() {
