@@ -431,14 +431,15 @@ async fn begin(conn: &Connection, args: UpgradeBeginArgs, out: Output) -> Result
         .await
         .map_err(|status| state_hint(status, &args.deployment))?
         .into_inner();
-    // With --wait and JSON, only the final state is printed: one document.
-    if !args.wait || out == Output::Table {
-        print_deployment(&deployment, out)?;
-    }
-    if !args.wait {
-        return Ok(());
-    }
-    follow(client, &name, Tracker::new(Goal::Upgrade, Some(to)), out).await
+    started(
+        client,
+        &name,
+        &deployment,
+        args.wait,
+        Tracker::new(Goal::Upgrade, Some(to)),
+        out,
+    )
+    .await
 }
 
 async fn status(conn: &Connection, args: UpgradeStatusArgs, out: Output) -> Result<(), Error> {
@@ -474,13 +475,35 @@ async fn rollback(conn: &Connection, args: UpgradeRollbackArgs, out: Output) -> 
         .await
         .map_err(|status| state_hint(status, &args.deployment))?
         .into_inner();
-    if !args.wait || out == Output::Table {
-        print_deployment(&deployment, out)?;
+    started(
+        client,
+        &name,
+        &deployment,
+        args.wait,
+        Tracker::new(Goal::Rollback, Some(to)),
+        out,
+    )
+    .await
+}
+
+/// After an upgrade or rollback began: prints the deployment and, with
+/// `--wait`, follows it to the end. With `--wait` and JSON only the final
+/// state is printed: one document.
+async fn started(
+    client: Client,
+    name: &str,
+    deployment: &Deployment,
+    wait: bool,
+    tracker: Tracker,
+    out: Output,
+) -> Result<(), Error> {
+    if !wait || out == Output::Table {
+        print_deployment(deployment, out)?;
     }
-    if !args.wait {
+    if !wait {
         return Ok(());
     }
-    follow(client, &name, Tracker::new(Goal::Rollback, Some(to)), out).await
+    follow(client, name, tracker, out).await
 }
 
 /// Completes on Ctrl-C; never, if the signal handler cannot be installed.
