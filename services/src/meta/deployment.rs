@@ -353,7 +353,7 @@ impl DeploymentApi {
     }
 }
 
-/// The region of a deployment name, for callers that follow one.
+/// The name of `service`'s deployment in `region`.
 pub fn deployment_name(service: &str, region: &Id) -> Result<DeploymentName, ServiceError> {
     Ok(DeploymentName {
         service: Id::parse_domain(service)
