@@ -102,6 +102,16 @@ impl StartAt {
     }
 }
 
+/// What an append did.
+#[derive(Clone, Debug)]
+pub enum Appended {
+    /// The event is in the log at this revision.
+    Written(Revision),
+    /// An earlier attempt of the same command had already written this
+    /// event; nothing new was written.
+    Earlier(Box<StoredEvent>),
+}
+
 /// An event delivered by a consumer, with how many more the server had
 /// pending for that consumer when it sent this one.
 #[derive(Clone, Debug)]
@@ -243,15 +253,16 @@ impl EventLog {
     /// Appends `change` to the resource's subject, expecting the subject's
     /// last event to be `expected` (`Revision::NONE`: no event yet).
     ///
-    /// A retry of a command that already succeeded returns the revision of
-    /// that first event and writes nothing.
+    /// A retry of a command that already succeeded writes nothing and
+    /// returns that first event, whether the server reports it as a
+    /// duplicate or (a single 2.12+ server) as a wrong last sequence.
     pub async fn append(
         &self,
         key: &StorageKey,
         change: &ResourceChange,
         expected: Revision,
         command: &CommandId,
-    ) -> Result<Revision, LogError> {
+    ) -> Result<Appended, LogError> {
         self.ensure_connected()?;
         let subject = self.id.resource_subject(key);
         let payload = Bytes::from(change.encode_to_vec());
@@ -270,14 +281,19 @@ impl EventLog {
                 Err(err) => Err(err),
             };
             match outcome {
-                Ok(ack) => return Ok(Revision(ack.sequence)),
+                Ok(ack) if ack.duplicate => {
+                    return Ok(Appended::Earlier(Box::new(
+                        self.get(Revision(ack.sequence)).await?,
+                    )));
+                }
+                Ok(ack) => return Ok(Appended::Written(Revision(ack.sequence))),
                 Err(err) => match classify_publish_error(&err) {
                     PublishFailure::WrongLastSequence => {
                         // On a single 2.12+ server an identical retry lands
                         // here instead of being reported as a duplicate.
                         return match self.last(key).await? {
                             Some(last) if last.change.command_id == command.as_str() => {
-                                Ok(last.revision)
+                                Ok(Appended::Earlier(Box::new(last)))
                             }
                             _ => Err(LogError::WrongLastSequence {
                                 subject,

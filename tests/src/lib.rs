@@ -148,18 +148,16 @@ pub fn fleetd_bin() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> -> target/<profile>/fleetd
-    let candidate = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("fleetd"))
-        .context("locating the target directory")?;
-    if candidate.exists() {
-        Ok(candidate)
+    // A test runs from target/<profile>/deps/, a binary (the benchmark) from
+    // target/<profile>/; fleetd lives in target/<profile>/.
+    let dir = exe.parent().context("locating the target directory")?;
+    let candidates = [Some(dir), dir.parent()].map(|d| d.map(|d| d.join("fleetd")));
+    if let Some(found) = candidates.iter().flatten().find(|c| c.exists()) {
+        Ok(found.clone())
     } else {
         bail!(
-            "{} is missing: build it first with `cargo build --bin fleetd` (ops/test.sh does)",
-            candidate.display()
+            "fleetd is missing beside {}: build it first with `cargo build --bin fleetd` (ops/test.sh does)",
+            exe.display()
         )
     }
 }

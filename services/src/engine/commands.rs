@@ -6,7 +6,9 @@ use std::ops::ControlFlow;
 use std::time::SystemTime;
 
 use fleetlog_events::envelope::{ChangeKind, CommandId, ResourceChange};
-use fleetlog_events::{LogError, ResourceName, Revision, ShardId, StorageKey, StoredEvent};
+use fleetlog_events::{
+    Appended, LogError, ResourceName, Revision, ShardId, StorageKey, StoredEvent,
+};
 use fleetlog_projections::query_lang::FieldMask;
 use prost_types::Timestamp;
 
@@ -60,6 +62,24 @@ impl<R: Resource> Engine<R> {
         resource.check_references(&self.projection())?;
 
         let key = R::storage_key(&name);
+        // Most creates are of new names: append expecting no event at all
+        // and read the log only when the subject turns out to have one (a
+        // live resource, a tombstone, or this command's earlier attempt).
+        self.stamp(&mut resource, None, &key);
+        match self
+            .append(
+                &key,
+                ChangeKind::Created,
+                &resource,
+                None,
+                Revision::NONE,
+                &command,
+            )
+            .await
+        {
+            Err(ServiceError::Aborted(_)) => {}
+            done => return done,
+        }
         let last = self.ctx.log.last(&key).await?;
         if let Some(done) = self.replayed(&last, &command)? {
             return Ok(done);
@@ -100,6 +120,49 @@ impl<R: Resource> Engine<R> {
         let mask = FieldMask::parse(&paths, &descriptor, "update_mask")
             .map_err(fleetlog_projections::ProjectionError::from)?;
         let key = R::storage_key(&name);
+        let update_mask = (!paths.is_empty()).then(|| prost_types::FieldMask {
+            paths: paths.clone(),
+        });
+        let change = |current: &R| {
+            let mut updated = if mask.is_empty() {
+                patch.clone()
+            } else {
+                let mut merged = current.transcode_to_dynamic();
+                mask.merge_into(&mut merged, &patch.transcode_to_dynamic());
+                merged
+                    .transcode_to::<R>()
+                    .map_err(|e| ServiceError::Internal(format!("applying the update mask: {e}")))?
+            };
+            updated.set_name(name.to_string());
+            self.validate(&updated)?;
+            updated.check_references(&self.projection())?;
+            self.stamp(&mut updated, current.metadata(), &key);
+            Ok::<_, ServiceError>(updated)
+        };
+
+        // The active projection usually holds the latest state already;
+        // the append's expected-sequence check proves it. When it does not
+        // (the projection is behind, or the change is refused on what may
+        // be stale state), the log decides below.
+        if let Some((current, revision)) = self.projected(&name)?
+            && (expected_revision == Revision::NONE || expected_revision == revision)
+            && let Ok(updated) = change(&current)
+        {
+            match self
+                .append(
+                    &key,
+                    ChangeKind::Updated,
+                    &updated,
+                    update_mask.clone(),
+                    revision,
+                    &command,
+                )
+                .await
+            {
+                Err(ServiceError::Aborted(_)) => {}
+                done => return done,
+            }
+        }
 
         for _ in 0..MERGE_ATTEMPTS {
             let last = self.ctx.log.last(&key).await?;
@@ -133,28 +196,13 @@ impl<R: Resource> Engine<R> {
             };
             let last_revision = last.map_or(Revision::NONE, |e| e.revision);
             check_expected(&name, expected_revision, last_revision)?;
-            let mut updated = if mask.is_empty() {
-                patch.clone()
-            } else {
-                let mut merged = current.transcode_to_dynamic();
-                mask.merge_into(&mut merged, &patch.transcode_to_dynamic());
-                merged
-                    .transcode_to::<R>()
-                    .map_err(|e| ServiceError::Internal(format!("applying the update mask: {e}")))?
-            };
-            updated.set_name(name.to_string());
-            self.validate(&updated)?;
-            updated.check_references(&self.projection())?;
-            self.stamp(&mut updated, current.metadata(), &key);
-            let update_mask = (!paths.is_empty()).then(|| prost_types::FieldMask {
-                paths: paths.clone(),
-            });
+            let updated = change(&current)?;
             let outcome = self
                 .append(
                     &key,
                     ChangeKind::Updated,
                     &updated,
-                    update_mask,
+                    update_mask.clone(),
                     last_revision,
                     &command,
                 )
@@ -174,6 +222,31 @@ impl<R: Resource> Engine<R> {
         let command = command_id(&request.request_id)?;
         let expected_revision = parse_expected_revision(request.expected_revision)?;
         let key = R::storage_key(&name);
+        let tombstone_of = |mut resource: R| {
+            resource.metadata_mut().revision = 0;
+            resource.metadata_mut().delete_time = Some(Timestamp::from(SystemTime::now()));
+            resource
+        };
+        // As in update: try the projected state first, let the log decide.
+        if let Some((current, revision)) = self.projected(&name)?
+            && (expected_revision == Revision::NONE || expected_revision == revision)
+        {
+            let tombstone = tombstone_of(current);
+            match self
+                .append(
+                    &key,
+                    ChangeKind::Deleted,
+                    &tombstone,
+                    None,
+                    revision,
+                    &command,
+                )
+                .await
+            {
+                Err(ServiceError::Aborted(_)) => {}
+                done => return done.map(|_| ()),
+            }
+        }
         for _ in 0..MERGE_ATTEMPTS {
             let last = self.ctx.log.last(&key).await?;
             if last.as_ref().is_some_and(|event| command.wrote(event)) {
@@ -185,9 +258,7 @@ impl<R: Resource> Engine<R> {
                 _ => return Err(ServiceError::NotFound(name.to_string())),
             };
             check_expected(&name, expected_revision, last_revision)?;
-            let mut tombstone = current;
-            tombstone.metadata_mut().revision = 0;
-            tombstone.metadata_mut().delete_time = Some(Timestamp::from(SystemTime::now()));
+            let tombstone = tombstone_of(current);
             let outcome = self
                 .append(
                     &key,
@@ -222,6 +293,23 @@ impl<R: Resource> Engine<R> {
             }
             _ => Ok(None),
         }
+    }
+
+    /// The resource as the active projection holds it, with the revision of
+    /// its last event there: a guess at the current state that only an
+    /// append expecting that revision can confirm. None when the projection
+    /// does not hold it (which proves nothing: it may be behind).
+    fn projected(&self, name: &R::Name) -> Result<Option<(R, Revision)>, ServiceError> {
+        let projection = self.projection();
+        if projection.api_version() != R::API_VERSION {
+            return Ok(None);
+        }
+        Ok(
+            super::queries::stored::<R>(&projection, &name.to_string())?.map(|resource| {
+                let revision = Revision::from_wire(resource.metadata().map_or(0, |m| m.revision));
+                (resource, revision)
+            }),
+        )
     }
 
     fn validate(&self, resource: &R) -> Result<(), ServiceError> {
@@ -369,7 +457,9 @@ impl<R: Resource> Engine<R> {
             .append(key, &change, expected, &command.id)
             .await
         {
-            Ok(revision) => revision,
+            Ok(Appended::Written(revision)) => revision,
+            // A retry whose first attempt landed: answer with what it wrote.
+            Ok(Appended::Earlier(event)) => return self.decode(&event),
             Err(err @ LogError::WrongLastSequence { .. }) => {
                 return Err(ServiceError::Aborted(format!(
                     "a concurrent write to {key} won ({err}); read it again and retry"

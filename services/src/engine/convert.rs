@@ -28,7 +28,10 @@ impl VersionConverter {
 
     /// Adds a resource type, by its storage-version message.
     pub fn with<R: Resource>(mut self) -> Self {
-        self.kinds.push(Box::new(Kind::<R>(PhantomData)));
+        self.kinds.push(Box::new(Kind::<R> {
+            own_type: R::default().descriptor().full_name().to_owned(),
+            _resource: PhantomData,
+        }));
         self
     }
 
@@ -61,33 +64,43 @@ trait KindConverter: Send + Sync + 'static {
     fn convert(&self, event: &StoredEvent, version: &str) -> Result<Op, String>;
 }
 
-struct Kind<R>(PhantomData<fn() -> R>);
+struct Kind<R> {
+    /// `R`'s full message name, looked up once rather than per event.
+    own_type: String,
+    _resource: PhantomData<fn() -> R>,
+}
 
 impl<R: Resource> KindConverter for Kind<R> {
     fn reads(&self, type_name: &str) -> bool {
-        R::reads_type(type_name)
+        type_name == self.own_type || R::reads_type(type_name)
     }
 
     fn convert(&self, event: &StoredEvent, version: &str) -> Result<Op, String> {
         let Some(any) = &event.change.resource else {
             return Err("the event carries no resource".into());
         };
-        let (key, _) = StorageKey::parse::<R::Name>(&event.change.storage_key)
+        let (key, name) = StorageKey::parse::<R::Name>(&event.change.storage_key)
             .map_err(|e| format!("malformed storage key: {e}"))?;
-        let resource = R::from_wire(any, &key).map_err(|e| e.to_string())?;
-        let wire = resource.to_wire(version).map_err(|e| e.to_string())?;
-        let type_name = type_name_of(&wire.any.type_url).to_owned();
+        let (type_name, name, bytes) =
+            if version == R::API_VERSION && type_name_of(&any.type_url) == self.own_type {
+                // Written in this projection's own version (the common
+                // case once a region runs it): stored as the event carries
+                // it, without decoding.
+                (self.own_type.clone(), name.to_string(), any.value.clone())
+            } else {
+                let resource = R::from_wire(any, &key).map_err(|e| e.to_string())?;
+                let wire = resource.to_wire(version).map_err(|e| e.to_string())?;
+                let type_name = type_name_of(&wire.any.type_url).to_owned();
+                (type_name, wire.name, wire.any.value)
+            };
         Ok(match event.kind() {
-            ChangeKind::Deleted => Op::Delete {
-                type_name,
-                name: wire.name,
-            },
+            ChangeKind::Deleted => Op::Delete { type_name, name },
             ChangeKind::Created | ChangeKind::Updated | ChangeKind::Action => Op::Put {
                 type_name,
-                name: wire.name,
+                name,
                 record: Record {
                     revision: event.revision.get(),
-                    bytes: wire.any.value,
+                    bytes,
                 },
             },
             ChangeKind::Unspecified => Op::Skip,

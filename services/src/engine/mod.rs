@@ -2,10 +2,12 @@
 //! Watch, Create, Update, Delete) written once, for every type that
 //! implements [`Resource`].
 //!
-//! Commands are read-decide-append against the log: read the resource's last
-//! event through the stream leader, decide the new full state, append it with
-//! the read revision as the expected last subject sequence. Queries read the
-//! active projection.
+//! Commands are read-decide-append against the log: take the resource's
+//! state, decide the new full state, append it with the state's revision as
+//! the expected last subject sequence. The state is first guessed (a create
+//! expects no event; an update or delete uses the active projection's copy)
+//! and read from the log through the stream leader only when the append
+//! proves the guess wrong. Queries read the active projection.
 
 mod commands;
 pub mod convert;

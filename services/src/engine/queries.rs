@@ -70,10 +70,8 @@ impl<R: Resource> Engine<R> {
         let name = self.parse_name("name", name)?;
         let mask = parse_mask::<R>(field_mask, "field_mask")?;
         let projection = self.wait_for(projection, min_revision).await?;
-        let descriptor = R::default().descriptor();
-        let found = query::get(&projection, &descriptor, &name.to_string())?
-            .ok_or_else(|| ServiceError::NotFound(name.to_string()))?;
-        finish(&mask, &found)
+        fetch::<R>(&projection, &mask, &name.to_string())?
+            .ok_or_else(|| ServiceError::NotFound(name.to_string()))
     }
 
     /// Returns the found resources in request order and the names not found.
@@ -100,12 +98,11 @@ impl<R: Resource> Engine<R> {
             .collect::<Result<Vec<_>, _>>()?;
         let mask = parse_mask::<R>(field_mask, "field_mask")?;
         let projection = self.wait_for(projection, min_revision).await?;
-        let descriptor = R::default().descriptor();
         let mut found = Vec::new();
         let mut missing = Vec::new();
         for name in parsed {
-            match query::get(&projection, &descriptor, &name.to_string())? {
-                Some(message) => found.push(finish(&mask, &message)?),
+            match fetch::<R>(&projection, &mask, &name.to_string())? {
+                Some(resource) => found.push(resource),
                 None => missing.push(name.to_string()),
             }
         }
@@ -197,6 +194,42 @@ pub(super) fn parse_mask<R: Resource>(
     let paths = mask.map(|m| m.paths).unwrap_or_default();
     Ok(FieldMask::parse(&paths, &R::default().descriptor(), field)
         .map_err(ProjectionError::from)?)
+}
+
+/// One resource from `projection` (of `R`'s API version), shaped by `mask`.
+fn fetch<R: Resource>(
+    projection: &Projection,
+    mask: &FieldMask,
+    name: &str,
+) -> Result<Option<R>, ServiceError> {
+    if mask.is_empty() {
+        // The common case needs no reflection: decode the typed message.
+        return stored(projection, name);
+    }
+    let descriptor = R::default().descriptor();
+    query::get(projection, &descriptor, name)?
+        .map(|message| finish(mask, &message))
+        .transpose()
+}
+
+/// A resource exactly as `projection` (of `R`'s API version) stores it,
+/// with `metadata.revision` stamped from its record.
+pub(super) fn stored<R: Resource>(
+    projection: &Projection,
+    name: &str,
+) -> Result<Option<R>, ServiceError> {
+    let descriptor = R::default().descriptor();
+    let Some(record) = projection.store().get(descriptor.full_name(), name)? else {
+        return Ok(None);
+    };
+    let mut resource = R::decode(record.bytes.as_slice()).map_err(|e| {
+        ServiceError::Internal(format!(
+            "a stored {} does not decode: {e}",
+            descriptor.full_name()
+        ))
+    })?;
+    resource.metadata_mut().revision = fleetlog_events::Revision(record.revision).to_wire();
+    Ok(Some(resource))
 }
 
 /// Applies the field mask and converts to the typed resource.

@@ -235,10 +235,21 @@ impl<R: Resource> Session<R> {
         let matching = if event.is_deletion() {
             None
         } else {
-            let message = self.engine.decode(event)?.transcode_to_dynamic();
-            self.filter.matches(&message).then_some(message)
+            let resource = self.engine.decode(event)?;
+            // Reflection only when a filter or mask needs it: with many
+            // watchers every event is shaped once per watcher.
+            if self.filter.is_match_all() && self.mask.is_empty() {
+                Some(resource)
+            } else {
+                let message = resource.transcode_to_dynamic();
+                if self.filter.matches(&message) {
+                    Some(finish(&self.mask, &message)?)
+                } else {
+                    None
+                }
+            }
         };
-        let Some(message) = matching else {
+        let Some(resource) = matching else {
             self.visible.remove(&name);
             // In the initial state an absent resource is simply not sent.
             return Ok((was_visible && !self.initial).then_some(Change {
@@ -257,7 +268,7 @@ impl<R: Resource> Session<R> {
         Ok(Some(Change {
             change_type,
             name,
-            resource: Some(finish(&self.mask, &message)?),
+            resource: Some(resource),
             revision,
         }))
     }

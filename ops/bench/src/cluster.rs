@@ -1,0 +1,130 @@
+//! What the benchmark runs against: its own nats-server and `fleetd all`
+//! (the default), or endpoints given on the command line.
+
+use anyhow::Context;
+use fleetlog_events::{EventLog, Id, StreamId};
+use fleetlog_tests::{FleetdProcess, NatsServer};
+use tonic::transport::{Channel, Endpoint};
+
+pub const REGION: &str = "eu1";
+
+pub struct Cluster {
+    pub nats_url: String,
+    pub grpc_url: String,
+    /// Dropped in reverse order of start: fleetd before its nats-server.
+    fleetd: Option<FleetdProcess>,
+    _data: Option<tempfile::TempDir>,
+    _nats: Option<NatsServer>,
+}
+
+impl Cluster {
+    /// A fresh nats-server and `fleetd all` serving Devices in
+    /// `initial_version` (v1alpha2, so the upgrade phase has something to
+    /// upgrade).
+    pub fn start(initial_version: &str) -> anyhow::Result<Self> {
+        let nats = NatsServer::start()?;
+        let data = tempfile::tempdir().context("creating fleetd's data directory")?;
+        let fleetd = FleetdProcess::start(
+            "all",
+            &[
+                ("FLEETLOG_NATS_URL", nats.url()),
+                ("FLEETLOG_DATA_DIR", data.path().display().to_string()),
+                ("FLEETLOG_REGION", REGION.to_owned()),
+                (
+                    "FLEETLOG_DEVICES_INITIAL_VERSION",
+                    initial_version.to_owned(),
+                ),
+                // Seeding a million devices keeps the projector busy; a
+                // query waiting for its min_revision may wait that long.
+                ("FLEETLOG_READ_WAIT_MS", "60000".to_owned()),
+            ],
+        )?;
+        Ok(Cluster {
+            nats_url: nats.url(),
+            grpc_url: fleetd.grpc_url(),
+            fleetd: Some(fleetd),
+            _data: Some(data),
+            _nats: Some(nats),
+        })
+    }
+
+    pub fn external(nats_url: String, grpc_url: String) -> Self {
+        Cluster {
+            nats_url,
+            grpc_url,
+            fleetd: None,
+            _data: None,
+            _nats: None,
+        }
+    }
+
+    /// fleetd's memory, when the benchmark started it.
+    pub fn fleetd_memory(&self) -> Option<PeakRss> {
+        self.fleetd
+            .as_ref()
+            .and_then(FleetdProcess::pid)
+            .map(PeakRss)
+    }
+
+    pub async fn nats(&self) -> anyhow::Result<async_nats::Client> {
+        async_nats::ConnectOptions::new()
+            .connection_timeout(std::time::Duration::from_secs(10))
+            .connect(&self.nats_url)
+            .await
+            .with_context(|| format!("connecting to {}", self.nats_url))
+    }
+
+    /// The Devices event log fleetd writes.
+    pub async fn devices_log(&self) -> anyhow::Result<EventLog> {
+        Ok(EventLog::open(self.nats().await?, devices_stream()?).await?)
+    }
+
+    /// A new HTTP/2 connection to fleetd: each simulated client has its own.
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
+        Endpoint::from_shared(self.grpc_url.clone())?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("connecting to fleetd at {}", self.grpc_url))
+    }
+
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(mut fleetd) = self.fleetd.take() {
+            let status = fleetd.terminate()?;
+            anyhow::ensure!(status.success(), "fleetd exited with {status}");
+        }
+        Ok(())
+    }
+}
+
+pub fn devices_stream() -> anyhow::Result<StreamId> {
+    Ok(StreamId::new(Id::parse("devices")?, Id::parse(REGION)?))
+}
+
+/// A process's peak resident set (`VmHWM`), which Linux resets on request
+/// (`clear_refs` 5), so each phase gets its own peak.
+#[derive(Clone, Copy, Debug)]
+pub struct PeakRss(pub u32);
+
+impl PeakRss {
+    pub fn this_process() -> Self {
+        PeakRss(std::process::id())
+    }
+
+    pub fn reset(self) {
+        // Without permission the peak simply covers the whole run.
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.0), "5");
+    }
+
+    pub fn mib(self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0)).ok()?;
+        let kib: f64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        Some(kib / 1024.0)
+    }
+}

@@ -1,0 +1,209 @@
+//! `fleetlog-bench`: Fleetlog beside its building blocks, in one run.
+//!
+//! Starts its own nats-server and `fleetd all` (or uses `--nats-url` and
+//! `--grpc-url`), runs the phases of issue 4 — upgrade, commands, queries,
+//! replay, watch — and prints a Markdown table where every figure stands
+//! beside the raw building block (JetStream publish/consume, RocksDB
+//! write/get/scan) measured in the same run, as a ratio; the same as JSON
+//! in `--json`. `--preset smoke` is the seconds-long run CI makes.
+
+mod cluster;
+mod latency;
+mod phases;
+mod raw;
+mod report;
+mod workload;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::{Parser, ValueEnum};
+
+use cluster::{Cluster, PeakRss};
+use phases::{commands, queries, replay, upgrade, watch};
+use report::{Machine, Memory, Report, Row};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Preset {
+    /// Seconds long, tiny sizes: checks every phase works (CI).
+    Smoke,
+    /// The sizes issue 4 asks for: 1/16/64 clients, 100k and 1M devices,
+    /// 1,000 watchers. Several minutes.
+    Full,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Phase {
+    Upgrade,
+    Commands,
+    Queries,
+    Replay,
+    Watch,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Fleetlog beside its building blocks, measured in one run"
+)]
+struct Args {
+    #[arg(long, value_enum, default_value = "full")]
+    preset: Preset,
+    /// Only these phases (comma separated); replay uses the raw RocksDB
+    /// figure of queries when both run.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    phases: Option<Vec<Phase>>,
+    /// Where the JSON report goes.
+    #[arg(long, default_value = "bench-results.json")]
+    json: PathBuf,
+    /// Use a running NATS server instead of starting one (with --grpc-url).
+    #[arg(long, requires = "grpc_url")]
+    nats_url: Option<String>,
+    /// Use a running fleetd instead of starting one (with --nats-url).
+    #[arg(long, requires = "nats_url")]
+    grpc_url: Option<String>,
+    /// Concurrent command clients, e.g. 1,16,64.
+    #[arg(long, value_delimiter = ',')]
+    clients: Option<Vec<usize>>,
+    /// Seconds each command level runs.
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Fleet sizes the queries run at, e.g. 100000,1000000.
+    #[arg(long, value_delimiter = ',')]
+    fleet: Option<Vec<u64>>,
+    /// Concurrent watchers.
+    #[arg(long)]
+    watchers: Option<usize>,
+}
+
+struct Plan {
+    upgrade: upgrade::Settings,
+    commands: commands::Settings,
+    queries: queries::Settings,
+    watch: watch::Settings,
+}
+
+impl Plan {
+    fn of(args: &Args) -> Self {
+        let full = args.preset == Preset::Full;
+        Plan {
+            upgrade: upgrade::Settings {
+                devices: if full { 10_000 } else { 200 },
+                writers: if full { 8 } else { 2 },
+            },
+            commands: commands::Settings {
+                clients: args
+                    .clients
+                    .clone()
+                    .unwrap_or_else(|| if full { vec![1, 16, 64] } else { vec![1, 4] }),
+                seconds: args.seconds.unwrap_or(if full { 5.0 } else { 0.5 }),
+                raw_messages: if full { 50_000 } else { 1000 },
+            },
+            queries: queries::Settings {
+                sizes: args.fleet.clone().unwrap_or_else(|| {
+                    if full {
+                        vec![100_000, 1_000_000]
+                    } else {
+                        vec![2000]
+                    }
+                }),
+                gets: if full { 5000 } else { 100 },
+                lists: if full { 500 } else { 20 },
+            },
+            watch: watch::Settings {
+                watchers: args.watchers.unwrap_or(if full { 1000 } else { 20 }),
+                events: if full { 200 } else { 20 },
+                per_second: if full { 50.0 } else { 200.0 },
+            },
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let plan = Plan::of(&args);
+    let wanted = |phase: Phase| args.phases.as_ref().is_none_or(|p| p.contains(&phase));
+    let started = Instant::now();
+    let cluster = match (&args.nats_url, &args.grpc_url) {
+        (Some(nats), Some(grpc)) => Cluster::external(nats.clone(), grpc.clone()),
+        _ => Cluster::start("v1alpha2")?,
+    };
+    let nats_version = cluster.nats().await?.server_info().version;
+    let fleetd = cluster.fleetd_memory();
+    let bench = PeakRss::this_process();
+    let mut rows: Vec<Row> = Vec::new();
+    let mut memory = Vec::new();
+    let mut measure = |phase: &'static str, process: &'static str, peak: Option<PeakRss>| {
+        if let Some(mib) = peak.and_then(PeakRss::mib) {
+            memory.push(Memory {
+                phase,
+                process,
+                peak_rss_mib: mib,
+            });
+        }
+    };
+    let reset = |peak: Option<PeakRss>| {
+        if let Some(peak) = peak {
+            peak.reset();
+        }
+    };
+
+    if wanted(Phase::Upgrade) {
+        reset(fleetd);
+        upgrade::run(&cluster, &plan.upgrade, &mut rows).await?;
+        measure("upgrade", "fleetd", fleetd);
+    }
+    if wanted(Phase::Commands) {
+        reset(fleetd);
+        commands::run(&cluster, &plan.commands, &mut rows).await?;
+        measure("commands", "fleetd", fleetd);
+    }
+    let mut raw_rocks_write_per_s = None;
+    if wanted(Phase::Queries) {
+        reset(fleetd);
+        let outcome = queries::run(&cluster, &plan.queries, &mut rows).await?;
+        raw_rocks_write_per_s = Some(outcome.raw_rocks_write_per_s);
+        measure("queries (incl. seeding)", "fleetd", fleetd);
+    }
+    if wanted(Phase::Replay) {
+        let raw_rocks = match raw_rocks_write_per_s {
+            Some(rate) => rate,
+            None => standalone_rocks_rate()?,
+        };
+        reset(Some(bench));
+        replay::run(&cluster, raw_rocks, &mut rows).await?;
+        measure(
+            "replay (runs in the benchmark process)",
+            "fleetlog-bench",
+            Some(bench),
+        );
+    }
+    if wanted(Phase::Watch) {
+        reset(fleetd);
+        watch::run(&cluster, &plan.watch, &mut rows).await?;
+        measure("watch", "fleetd", fleetd);
+    }
+
+    let report = Report {
+        preset: format!("{:?}", args.preset).to_lowercase(),
+        machine: Machine::read(nats_version),
+        rows,
+        memory,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    cluster.stop()?;
+    println!("{}", report.markdown());
+    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;
+    eprintln!("bench: wrote {}", args.json.display());
+    Ok(())
+}
+
+/// The raw RocksDB batch write rate when the queries phase (which measures
+/// it over the seeded fleet) did not run.
+fn standalone_rocks_rate() -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let mut raw = raw::RawRocks::open(dir.path())?;
+    raw.write((0..100_000u32).map(|i| (format!("key{i:08}").into_bytes(), vec![7u8; 240])))?;
+    Ok(raw.write_rate())
+}
