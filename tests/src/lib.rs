@@ -49,6 +49,10 @@ impl NatsServer {
         self.port
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn store_dir(&self) -> PathBuf {
         self.dir.path().join("store")
     }

@@ -58,6 +58,19 @@ impl Cluster {
         }
     }
 
+    /// CPU time of fleetd, nats-server (when the benchmark started them)
+    /// and the benchmark itself, from now on.
+    pub fn cpu_meter(&self) -> CpuMeter {
+        let processes = [
+            ("fleetd", self.fleetd.as_ref().and_then(FleetdProcess::pid)),
+            ("nats-server", self._nats.as_ref().and_then(NatsServer::pid)),
+            ("client (this benchmark)", Some(std::process::id())),
+        ];
+        CpuMeter {
+            start: processes.map(|(name, pid)| (name, pid, pid.and_then(cpu_ticks))),
+        }
+    }
+
     /// fleetd's memory, when the benchmark started it.
     pub fn fleetd_memory(&self) -> Option<PeakRss> {
         self.fleetd
@@ -127,4 +140,43 @@ impl PeakRss {
             .ok()?;
         Some(kib / 1024.0)
     }
+}
+
+/// CPU time (user + system) per process since the meter started.
+pub struct CpuMeter {
+    start: [(&'static str, Option<u32>, Option<u64>); 3],
+}
+
+impl CpuMeter {
+    /// Microseconds of CPU each process spent per operation, for the
+    /// processes that could be read.
+    pub fn per_operation(&self, operations: u64) -> Vec<(&'static str, f64)> {
+        let micros_per_tick = 1e6 / clock_ticks_per_second();
+        self.start
+            .iter()
+            .filter_map(|&(name, pid, start)| {
+                let spent = cpu_ticks(pid?)?.checked_sub(start?)?;
+                Some((
+                    name,
+                    spent as f64 * micros_per_tick / operations.max(1) as f64,
+                ))
+            })
+            .collect()
+    }
+}
+
+/// utime + stime of a process, in clock ticks (`/proc/PID/stat` fields 14
+/// and 15, counted after the parenthesised command name).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    Some(user + system)
+}
+
+/// USER_HZ: 100 on every Linux this runs on (the kernel ABI fixes it for
+/// /proc regardless of the kernel's internal tick rate).
+fn clock_ticks_per_second() -> f64 {
+    100.0
 }

@@ -127,7 +127,13 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let cluster = match (&args.nats_url, &args.grpc_url) {
         (Some(nats), Some(grpc)) => Cluster::external(nats.clone(), grpc.clone()),
-        _ => Cluster::start("v1alpha2")?,
+        // The upgrade phase needs a region still on v1alpha2; the others
+        // run on v1, where the upgrade phase leaves it.
+        _ => Cluster::start(if wanted(Phase::Upgrade) {
+            "v1alpha2"
+        } else {
+            "v1"
+        })?,
     };
     let nats_version = cluster.nats().await?.server_info().version;
     let fleetd = cluster.fleetd_memory();

@@ -40,6 +40,8 @@ struct Raw {
     creates_per_s: f64,
     updates_per_s: f64,
     sequential: Latencies,
+    /// CPU µs per pipelined publish, by process.
+    cpu_per_publish: Vec<(&'static str, f64)>,
 }
 
 pub async fn run(
@@ -64,7 +66,41 @@ pub async fn run(
         } else {
             None
         };
+        let cpu = cluster.cpu_meter();
         let created = creates(cluster, clients, settings.seconds, heaviest).await?;
+        if heaviest {
+            // Where the time goes: the machine's cores are shared by the
+            // client, fleetd and nats-server.
+            let spent = cpu.per_operation(created.count);
+            let raw_of = |process: &str| {
+                raw.cpu_per_publish
+                    .iter()
+                    .find(|(name, _)| *name == process)
+                    .map_or(0.0, |(_, micros)| *micros)
+            };
+            for (process, micros) in &spent {
+                rows.push(
+                    Row::new(
+                        PHASE,
+                        format!("CPU per create in {process}, {clients} clients"),
+                        *micros,
+                        "µs",
+                    )
+                    .beside(format!("CPU per raw publish in {process}"), raw_of(process)),
+                );
+            }
+            let total: f64 = spent.iter().map(|(_, micros)| micros).sum();
+            let raw_total: f64 = raw.cpu_per_publish.iter().map(|(_, micros)| micros).sum();
+            rows.push(
+                Row::new(
+                    PHASE,
+                    format!("CPU per create, all processes, {clients} clients"),
+                    total,
+                    "µs",
+                )
+                .beside("CPU per raw publish, all processes", raw_total),
+            );
+        }
         let goal_creates = |row: Row| {
             if heaviest {
                 row.goal(Goal::RatioAtLeast(0.5))
@@ -176,9 +212,11 @@ async fn raw_publishes(cluster: &Cluster, messages: usize) -> anyhow::Result<Raw
         .map(|i| DeviceEvent::new(&stream, "raw", &format!("r{i}"), site(i as u64)))
         .collect::<anyhow::Result<Vec<_>>>()?;
 
+    let cpu = cluster.cpu_meter();
     let started = Instant::now();
     let sequences = publish_pipelined(&js, events.iter().map(|e| e.publish(0)), RAW_WINDOW).await?;
     let creates_per_s = messages as f64 / started.elapsed().as_secs_f64();
+    let cpu_per_publish = cpu.per_operation(messages as u64);
 
     let updates: Vec<_> = events
         .iter()
@@ -201,6 +239,7 @@ async fn raw_publishes(cluster: &Cluster, messages: usize) -> anyhow::Result<Raw
         creates_per_s,
         updates_per_s,
         sequential,
+        cpu_per_publish,
     })
 }
 

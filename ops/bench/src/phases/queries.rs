@@ -12,6 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use prost::Message;
 use rand::Rng;
 use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
 
 use crate::cluster::{Cluster, devices_stream};
 use crate::latency::Latencies;
@@ -61,6 +63,7 @@ pub async fn run(
         eprintln!("bench: queries over {fleet} devices");
         let label = human(fleet);
 
+        let round_trip = health_checks(cluster, settings.gets).await?;
         let ids = random_indexes(fleet, settings.gets);
         let mut gets = Latencies::default();
         for &i in &ids {
@@ -93,6 +96,20 @@ pub async fn run(
                 "ms",
             )
             .beside("raw RocksDB point get p99", raw_gets.p99_ms()),
+        );
+        // The floor under any unary call on this machine: fleetd's health
+        // check does no work at all.
+        rows.push(
+            Row::new(
+                PHASE,
+                format!("Get p50, {label} devices"),
+                gets.p50_ms(),
+                "ms",
+            )
+            .beside(
+                "gRPC round trip that does nothing (health Check) p50",
+                round_trip.p50_ms(),
+            ),
         );
 
         let lists = list_pages(&mut client, settings.lists).await?;
@@ -131,6 +148,17 @@ pub async fn run(
     Ok(Outcome {
         raw_rocks_write_per_s: raw.write_rate(),
     })
+}
+
+async fn health_checks(cluster: &Cluster, count: usize) -> anyhow::Result<Latencies> {
+    let mut health = HealthClient::new(cluster.channel().await?);
+    let mut latencies = Latencies::default();
+    for _ in 0..count {
+        let started = Instant::now();
+        health.check(HealthCheckRequest::default()).await?;
+        latencies.record(started.elapsed());
+    }
+    Ok(latencies)
 }
 
 /// Pages through the Berlin devices: `count` List calls in chains of
