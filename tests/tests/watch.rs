@@ -1,6 +1,7 @@
 //! Watch streams over real JetStream consumers: initial state then live
 //! changes, resume from a revision with no gap and no duplicate, filters,
-//! and consumers freed when the client goes away.
+//! consumers freed when the client goes away, and more watchers of one
+//! collection than the server allows consumers on a stream.
 
 mod common;
 
@@ -208,10 +209,15 @@ async fn watching_one_device_and_freeing_consumers() -> anyhow::Result<()> {
     let shown = first.changes[0].device.clone().unwrap_or_default();
     assert_eq!(shown.display_name, "test device");
     assert!(shown.spec.is_none(), "the field mask applies");
-    assert_eq!(
-        log.consumer_count().await?,
-        baseline + 1,
-        "one consumer per watch"
+    let settled = fleetlog_tests::eventually(Duration::from_secs(10), || {
+        let log = log.clone();
+        async move { log.consumer_count().await.is_ok_and(|n| n == baseline + 1) }
+    })
+    .await;
+    assert!(
+        settled,
+        "once caught up, a watch keeps only its subject's live feed: {} consumers",
+        log.consumer_count().await?
     );
 
     client
@@ -259,5 +265,54 @@ async fn watching_one_device_and_freeing_consumers() -> anyhow::Result<()> {
         freed,
         "the server deletes the consumers of departed clients"
     );
+    sandbox.stop().await
+}
+
+/// nats-server 2.15 allows 1,000 consumers per stream by default: watchers
+/// of one collection share one live consumer, so 1,050 of them all get every
+/// change, and the stream keeps a single consumer for them.
+#[tokio::test]
+async fn more_watchers_than_the_server_allows_consumers() -> anyhow::Result<()> {
+    const WATCHERS: usize = 1050;
+    const PER_CONNECTION: usize = 100;
+    let sandbox = Sandbox::start().await?;
+    let mut client = sandbox.client().await?;
+    create(&mut client, "before", device(&[], 1)).await?;
+    let log = sandbox.log().await?;
+    let baseline = log.consumer_count().await?;
+
+    let mut streams = Vec::with_capacity(WATCHERS);
+    let mut watcher = client.clone();
+    for i in 0..WATCHERS {
+        if i % PER_CONNECTION == 0 {
+            watcher = sandbox.client().await?;
+        }
+        let mut stream = watcher
+            .watch_devices(WatchDevicesRequest {
+                parent: PARENT.into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let first = next(&mut stream).await?;
+        assert!(first.is_current, "watcher {i} gets the initial state");
+        assert_eq!(first.changes.len(), 1, "watcher {i} sees the one device");
+        streams.push(stream);
+    }
+    let created = create(&mut client, "after", device(&[], 1)).await?;
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let message = next(stream).await?;
+        assert_eq!(
+            message
+                .changes
+                .iter()
+                .map(|c| c.revision)
+                .collect::<Vec<_>>(),
+            vec![revision(&created)],
+            "watcher {i} gets the change once"
+        );
+    }
+    let consumers = log.consumer_count().await?;
+    assert_eq!(consumers, baseline + 1, "one live consumer serves them all");
     sandbox.stop().await
 }

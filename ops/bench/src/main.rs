@@ -155,20 +155,32 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
+    // Each phase's rows go to stderr as soon as it ends, so a long run that
+    // fails late still shows what it measured.
+    let mut shown = 0;
+    let mut show = |rows: &[Row]| {
+        for row in &rows[shown..] {
+            eprintln!("bench:   {} = {:.3} {}", row.figure, row.value, row.unit);
+        }
+        shown = rows.len();
+    };
     if wanted(Phase::Upgrade) {
         reset(fleetd);
         upgrade::run(&cluster, &plan.upgrade, &mut rows).await?;
+        show(&rows);
         measure("upgrade", "fleetd", fleetd);
     }
     if wanted(Phase::Commands) {
         reset(fleetd);
         commands::run(&cluster, &plan.commands, &mut rows).await?;
+        show(&rows);
         measure("commands", "fleetd", fleetd);
     }
     let mut raw_rocks_write_per_s = None;
     if wanted(Phase::Queries) {
         reset(fleetd);
         let outcome = queries::run(&cluster, &plan.queries, &mut rows).await?;
+        show(&rows);
         raw_rocks_write_per_s = Some(outcome.raw_rocks_write_per_s);
         measure("queries (incl. seeding)", "fleetd", fleetd);
     }
@@ -179,6 +191,7 @@ async fn main() -> anyhow::Result<()> {
         };
         reset(Some(bench));
         replay::run(&cluster, raw_rocks, &mut rows).await?;
+        show(&rows);
         measure(
             "replay (runs in the benchmark process)",
             "fleetlog-bench",
@@ -188,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
     if wanted(Phase::Watch) {
         reset(fleetd);
         watch::run(&cluster, &plan.watch, &mut rows).await?;
+        show(&rows);
         measure("watch", "fleetd", fleetd);
     }
 

@@ -11,6 +11,7 @@
 
 mod commands;
 pub mod convert;
+pub mod feeds;
 mod macros;
 mod queries;
 pub mod versioned;
@@ -174,6 +175,8 @@ pub struct ServiceContext {
     pub shutdown: CancellationToken,
     /// Owns the watch tasks so shutdown can join them.
     pub tasks: TaskTracker,
+    /// The shared live consumers watch calls follow.
+    pub feeds: feeds::WatchFeeds,
     /// False in the projector role, which serves queries only.
     pub accept_commands: bool,
 }

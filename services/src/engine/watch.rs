@@ -1,10 +1,11 @@
-//! Watch: one JetStream consumer per call, filtered by subject.
+//! Watch: a JetStream consumer of its own per call to catch up, then the
+//! shared live feed of its subject filter (`feeds.rs`).
 //!
 //! `resume_revision = 0` starts from the last event of every subject (a
 //! compacted snapshot of the collection), ends it with `is_current`, then
 //! follows live changes. `resume_revision = N` delivers every change after N.
-//! The task ends, and deletes its consumer, when the client goes away or the
-//! server shuts down.
+//! The catch-up consumer is deleted once it has delivered what it had; the
+//! task ends when the client goes away or the server shuts down.
 
 use std::collections::HashSet;
 
@@ -14,7 +15,10 @@ use fleetlog_events::{Revision, StoredEvent};
 use fleetlog_projections::ProjectionError;
 use fleetlog_projections::query_lang::{FieldMask, Filter};
 use futures::StreamExt;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::mpsc;
+
+use super::feeds::Live;
 
 use super::queries::{finish, parse_mask};
 use super::{Engine, Resource};
@@ -42,6 +46,8 @@ pub struct Change<R> {
 pub type WatchBatches<R> = std::pin::Pin<
     Box<dyn futures::Stream<Item = Result<WatchBatch<R>, tonic::Status>> + Send + 'static>,
 >;
+
+type Sender<R> = mpsc::Sender<Result<WatchBatch<R>, tonic::Status>>;
 
 /// One response message of a watch.
 pub struct WatchBatch<R> {
@@ -89,21 +95,24 @@ impl<R: Resource> Engine<R> {
             0 => StartAt::LastPerSubject,
             n => StartAt::After(Revision::from_wire(n)),
         };
+        // Subscribe to the live feed first: everything after `live.after`
+        // comes through it, everything before is in the catch-up below.
+        let live = self.ctx.feeds.subscribe(&subject).await?;
+        let turn = self.ctx.feeds.catch_up_turn().await?;
         let consumer_name = format!("watch-{}", uuid::Uuid::new_v4().simple());
-        let subscription = self.ctx.log.watch(subject, start, consumer_name).await?;
+        let catch_up = self.ctx.log.watch(subject, start, consumer_name).await?;
         let snapshot_revision = if start == StartAt::LastPerSubject {
             self.ctx.log.last_revision().await?
         } else {
             Revision::from_wire(resume_revision)
         };
-
         let (tx, rx) = mpsc::channel(16);
         let engine = self.clone();
         let shutdown = self.ctx.shutdown.clone();
         let log = self.ctx.log.clone();
-        let consumer = subscription.consumer_name.clone();
+        let consumer = catch_up.consumer_name.clone();
         self.ctx.tasks.spawn(async move {
-            let session = Session {
+            let mut session = Session {
                 engine,
                 filter,
                 mask,
@@ -112,14 +121,21 @@ impl<R: Resource> Engine<R> {
                 resumed: start != StartAt::LastPerSubject,
                 initial: start == StartAt::LastPerSubject,
             };
+            let caught_up = tokio::select! {
+                _ = shutdown.cancelled() => None,
+                _ = tx.closed() => None,
+                last = session.catch_up(catch_up.events, catch_up.pending_at_start, snapshot_revision, &tx) => last,
+            };
+            log.delete_consumer(&consumer).await;
+            drop(turn);
+            let Some(last) = caught_up else { return };
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     let _ = tx.send(Err(tonic::Status::unavailable("the server is shutting down; resume from the last revision"))).await;
                 }
                 _ = tx.closed() => {}
-                _ = session.run(subscription.events, subscription.pending_at_start, snapshot_revision, &tx) => {}
+                _ = session.follow(live, last, &tx) => {}
             }
-            log.delete_consumer(&consumer).await;
         });
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
@@ -148,36 +164,41 @@ struct Session<R> {
 }
 
 impl<R: Resource> Session<R> {
-    async fn run(
-        mut self,
+    /// Sends what the watch's own consumer delivers (the initial state, or
+    /// the changes after the resume revision) until it has delivered all it
+    /// had; returns the revision it got to, or None when the call ended.
+    async fn catch_up(
+        &mut self,
         events: impl futures::Stream<
             Item = Result<fleetlog_events::Delivered, fleetlog_events::LogError>,
         > + Unpin,
         pending_at_start: u64,
         snapshot_revision: Revision,
-        tx: &mpsc::Sender<Result<WatchBatch<R>, tonic::Status>>,
-    ) {
-        if self.initial && pending_at_start == 0 {
-            self.initial = false;
-            let batch = WatchBatch {
-                changes: Vec::new(),
-                is_current: true,
-                revision: snapshot_revision.to_wire(),
-            };
-            if tx.send(Ok(batch)).await.is_err() {
-                return;
+        tx: &Sender<R>,
+    ) -> Option<Revision> {
+        if pending_at_start == 0 {
+            if self.initial {
+                self.initial = false;
+                let batch = WatchBatch {
+                    changes: Vec::new(),
+                    is_current: true,
+                    revision: snapshot_revision.to_wire(),
+                };
+                tx.send(Ok(batch)).await.ok()?;
             }
+            return Some(snapshot_revision);
         }
         let mut chunks = events.ready_chunks(MAX_CHANGES_PER_MESSAGE);
         while let Some(chunk) = chunks.next().await {
             let mut changes = Vec::with_capacity(chunk.len());
             let mut last_revision = Revision::NONE;
+            let mut done = false;
             for delivered in chunk {
                 let delivered = match delivered {
                     Ok(d) => d,
                     Err(err) => {
                         let _ = tx.send(Err(ServiceError::from(err).into())).await;
-                        return;
+                        return None;
                     }
                 };
                 last_revision = delivered.event.revision;
@@ -186,18 +207,65 @@ impl<R: Resource> Session<R> {
                     Ok(None) => {}
                     Err(err) => {
                         let _ = tx.send(Err(err.into())).await;
-                        return;
+                        return None;
                     }
                 }
-                if self.initial && delivered.pending == 0 {
-                    // The initial state is complete: send it on its own.
-                    self.initial = false;
-                    let batch = WatchBatch {
-                        changes: std::mem::take(&mut changes),
-                        is_current: true,
-                        revision: last_revision.to_wire(),
-                    };
-                    if tx.send(Ok(batch)).await.is_err() {
+                if delivered.pending == 0 {
+                    done = true;
+                    break;
+                }
+            }
+            // The initial state goes out on its own, marked current.
+            let is_current = done && std::mem::take(&mut self.initial);
+            if !changes.is_empty() || is_current {
+                let batch = WatchBatch {
+                    changes,
+                    is_current,
+                    revision: last_revision.to_wire(),
+                };
+                tx.send(Ok(batch)).await.ok()?;
+            }
+            if done {
+                return Some(last_revision);
+            }
+        }
+        let _ = tx
+            .send(Err(tonic::Status::unavailable(
+                "the event log consumer ended; resume from the last revision",
+            )))
+            .await;
+        None
+    }
+
+    /// Follows the shared live feed from after `last`.
+    async fn follow(&mut self, mut live: Live, mut last: Revision, tx: &Sender<R>) {
+        loop {
+            let mut events = match live.events.recv().await {
+                Ok(event) => vec![event],
+                Err(err) => return self.fell_off(err, last, tx).await,
+            };
+            while events.len() < MAX_CHANGES_PER_MESSAGE {
+                match live.events.try_recv() {
+                    Ok(event) => events.push(event),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Lagged(skipped)) => {
+                        return self.fell_off(RecvError::Lagged(skipped), last, tx).await;
+                    }
+                    Err(TryRecvError::Closed) => break,
+                }
+            }
+            let mut changes = Vec::with_capacity(events.len());
+            for event in events {
+                // The catch-up already sent it (or a later state).
+                if event.revision <= last {
+                    continue;
+                }
+                last = event.revision;
+                match self.change_for(&event) {
+                    Ok(Some(change)) => changes.push(change),
+                    Ok(None) => {}
+                    Err(err) => {
+                        let _ = tx.send(Err(err.into())).await;
                         return;
                     }
                 }
@@ -206,32 +274,48 @@ impl<R: Resource> Session<R> {
                 let batch = WatchBatch {
                     changes,
                     is_current: false,
-                    revision: last_revision.to_wire(),
+                    revision: last.to_wire(),
                 };
                 if tx.send(Ok(batch)).await.is_err() {
                     return;
                 }
             }
         }
-        let _ = tx
-            .send(Err(tonic::Status::unavailable(
-                "the event log consumer ended; resume from the last revision",
-            )))
-            .await;
+    }
+
+    /// The feed ended, or this watch fell too far behind it: the client
+    /// resumes from the last revision it got.
+    async fn fell_off(&self, err: RecvError, last: Revision, tx: &Sender<R>) {
+        let message = match err {
+            RecvError::Lagged(skipped) => format!(
+                "this watch fell {skipped} events behind; resume from revision {}",
+                last.get()
+            ),
+            RecvError::Closed => format!(
+                "the event log consumer ended; resume from revision {}",
+                last.get()
+            ),
+        };
+        let _ = tx.send(Err(tonic::Status::unavailable(message))).await;
     }
 
     /// What the client should see for one event, if anything.
     fn change_for(&mut self, event: &StoredEvent) -> Result<Option<Change<R>>, ServiceError> {
         let name = event.change.storage_key.clone();
         let revision = event.revision.to_wire();
+        // Without a filter the client holds every resource it has not seen
+        // deleted, so there is nothing to track per name.
+        let tracked = !self.filter.is_match_all();
         // A resumed watch does not know what the client holds until it has
         // seen a name, so it assumes the client may hold it.
-        let was_visible = if self.resumed && !self.seen.contains(&name) {
+        let was_visible = if !tracked || (self.resumed && !self.seen.contains(&name)) {
             true
         } else {
             self.visible.contains(&name)
         };
-        self.seen.insert(name.clone());
+        if tracked {
+            self.seen.insert(name.clone());
+        }
         let matching = if event.is_deletion() {
             None
         } else {
@@ -250,7 +334,9 @@ impl<R: Resource> Session<R> {
             }
         };
         let Some(resource) = matching else {
-            self.visible.remove(&name);
+            if tracked {
+                self.visible.remove(&name);
+            }
             // In the initial state an absent resource is simply not sent.
             return Ok((was_visible && !self.initial).then_some(Change {
                 change_type: ChangeType::Removed,
@@ -264,7 +350,9 @@ impl<R: Resource> Session<R> {
         } else {
             ChangeType::Modified
         };
-        self.visible.insert(name.clone());
+        if tracked {
+            self.visible.insert(name.clone());
+        }
         Ok(Some(Change {
             change_type,
             name,

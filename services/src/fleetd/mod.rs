@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 pub use config::Config;
 
 use crate::devices;
+use crate::engine::feeds::WatchFeeds;
 use crate::engine::{Engine, ServiceContext};
 use crate::meta::deployment::{self, DeploymentApi, DeploymentName};
 use crate::meta::region::RegionApi;
@@ -140,6 +141,7 @@ async fn serve(
             read_wait: config.read_wait(),
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
+            feeds: WatchFeeds::new(log.clone(), tasks.clone(), shutdown.clone()),
             accept_commands,
         })
     };

@@ -41,7 +41,7 @@ pub async fn run(
         "bench: {watchers} watchers, {} events at {}/s",
         settings.events, settings.per_second
     );
-    let (ready_tx, mut ready_rx) = mpsc::channel::<()>(watchers.max(1));
+    let (ready_tx, mut ready_rx) = mpsc::channel::<Result<(), String>>(watchers.max(1));
     let (stop_tx, stop_rx) = watch::channel(false);
     let setup = Instant::now();
     let mut tasks = Vec::with_capacity(watchers);
@@ -58,13 +58,19 @@ pub async fn run(
         let expected = settings.events;
         tasks.push(tokio::spawn(async move {
             let mut client = DeviceServiceClient::new(channel);
-            let mut stream = client
+            let opened = client
                 .watch_devices(WatchDevicesRequest {
                     parent: parent(PROJECT),
                     ..Default::default()
                 })
-                .await?
-                .into_inner();
+                .await;
+            let mut stream = match opened {
+                Ok(response) => response.into_inner(),
+                Err(status) => {
+                    let _ = ready.send(Err(format!("watcher {w}: {status}"))).await;
+                    return Err(status.into());
+                }
+            };
             let mut lags = Latencies::default();
             let mut announced = false;
             while lags.count() < expected as u64 {
@@ -75,7 +81,7 @@ pub async fn run(
                 let Some(response) = message else { break };
                 if response.is_current && !announced {
                     announced = true;
-                    let _ = ready.send(()).await;
+                    let _ = ready.send(Ok(())).await;
                 }
                 for change in response.changes {
                     let time = change
@@ -95,8 +101,10 @@ pub async fn run(
     drop(ready_tx);
     for _ in 0..watchers {
         tokio::time::timeout(Duration::from_secs(300), ready_rx.recv())
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("a watcher ended before it was current"))?;
+            .await
+            .map_err(|_| anyhow::anyhow!("watchers did not become current within 300 s"))?
+            .ok_or_else(|| anyhow::anyhow!("a watcher ended before it was current"))?
+            .map_err(|e| anyhow::anyhow!("opening a watch failed: {e}"))?;
     }
     let setup = setup.elapsed();
 
@@ -107,6 +115,7 @@ pub async fn run(
     )
     .await?;
     let mut writer = DeviceServiceClient::new(cluster.channel().await?);
+    let cpu = cluster.cpu_meter();
     let interval = Duration::from_secs_f64(1.0 / settings.per_second.max(0.001));
     let mut ticks = tokio::time::interval(interval);
     for i in 0..settings.events {
@@ -131,6 +140,7 @@ pub async fn run(
         lags.merge(&task.await??);
     }
     stopper.abort();
+    let spent = cpu.per_operation(lags.count());
     let raw = raw.finish().await?;
     let expected = (watchers * settings.events) as f64;
     rows.push(
@@ -167,5 +177,15 @@ pub async fn run(
         setup.as_secs_f64() * 1000.0,
         "ms",
     ));
+    // Fan-out is CPU: every change is shaped, encoded and sent once per
+    // watcher, and decoded once per watcher by the clients.
+    for (process, micros) in spent {
+        rows.push(Row::new(
+            PHASE,
+            format!("CPU per delivered change in {process}"),
+            micros,
+            "µs",
+        ));
+    }
     Ok(())
 }
