@@ -102,7 +102,7 @@ pub async fn run(
         rows.push(
             Row::new(
                 PHASE,
-                format!("Get p50, {label} devices"),
+                format!("Get p50, {label} devices, beside a no-op call"),
                 gets.p50_ms(),
                 "ms",
             )
