@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ProjectionError;
 use crate::projection::{Converter, Projection};
+use crate::store::Checkpoint;
 
 /// Most events applied in one RocksDB write.
 pub const MAX_BATCH: usize = 1024;
@@ -156,10 +157,13 @@ pub struct ReplayOptions {
 /// Replays the log into `projection` until it has applied everything the
 /// stream held when the replay started (or `options.until`). `progress` is
 /// called after every batch with (applied, target).
+///
+/// Each batch is converted and written on a blocking thread while the next
+/// one is received, one batch at a time, in order.
 pub async fn replay(
     log: &EventLog,
-    projection: &Projection,
-    converter: &dyn Converter,
+    projection: &Arc<Projection>,
+    converter: Arc<dyn Converter>,
     options: ReplayOptions,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<(), ProjectionError> {
@@ -175,12 +179,26 @@ pub async fn replay(
         .follow(start_at(options.compacted, projection.applied()))
         .await?;
     let mut batches = subscription.events.ready_chunks(MAX_BATCH);
+    let mut in_flight: Option<tokio::task::JoinHandle<Result<Checkpoint, ProjectionError>>> = None;
     while let Some(batch) = batches.next().await {
         let events: Vec<StoredEvent> = events_of(batch)?
             .into_iter()
             .filter(|e| e.revision <= target)
             .collect();
-        let checkpoint = projection.apply(&events, converter)?;
+        let reaches_target = events.last().is_some_and(|e| e.revision >= target);
+        if let Some(previous) = in_flight.take() {
+            progress(applied(previous).await?.revision.get(), target.get());
+        }
+        let (projection, converter) = (projection.clone(), converter.clone());
+        in_flight = Some(tokio::task::spawn_blocking(move || {
+            projection.apply(&events, converter.as_ref())
+        }));
+        if reaches_target {
+            break;
+        }
+    }
+    if let Some(last) = in_flight {
+        let checkpoint = applied(last).await?;
         progress(checkpoint.revision.get(), target.get());
         if checkpoint.revision >= target {
             return Ok(());
@@ -191,4 +209,12 @@ pub async fn replay(
             "the consumer ended before the replay completed".into(),
         ),
     ))
+}
+
+/// The checkpoint after a batch applied on a blocking thread.
+async fn applied(
+    task: tokio::task::JoinHandle<Result<Checkpoint, ProjectionError>>,
+) -> Result<Checkpoint, ProjectionError> {
+    task.await
+        .map_err(|e| ProjectionError::Storage(format!("applying a batch stopped: {e}")))?
 }

@@ -118,7 +118,14 @@ async fn projector_survives_twenty_kill9s() -> anyhow::Result<()> {
 
     let fresh_dir = tempfile::tempdir()?;
     let fresh = Projection::open(fresh_dir.path(), "v1")?;
-    projector::replay(&log, &fresh, &AsWritten, Default::default(), |_, _| {}).await?;
+    projector::replay(
+        &log,
+        &fresh,
+        std::sync::Arc::new(AsWritten),
+        Default::default(),
+        |_, _| {},
+    )
+    .await?;
     assert_eq!(
         survivor.dump()?,
         fresh.store().dump()?,

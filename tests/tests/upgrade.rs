@@ -407,7 +407,14 @@ async fn upgrade_under_load_loses_nothing_and_pauses_briefly() -> anyhow::Result
     let fresh_dir = tempfile::tempdir()?;
     let fresh = Projection::open(fresh_dir.path(), "v1")?;
     let converter = fleetlog_services::devices::converter("v1");
-    projector::replay(&log, &fresh, &converter, Default::default(), |_, _| {}).await?;
+    projector::replay(
+        &log,
+        &fresh,
+        std::sync::Arc::new(converter),
+        Default::default(),
+        |_, _| {},
+    )
+    .await?;
     assert_eq!(
         live.dump()?,
         fresh.store().dump()?,

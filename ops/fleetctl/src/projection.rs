@@ -139,7 +139,7 @@ async fn replay_into(
     projector::replay(
         log,
         &projection,
-        converter.as_ref(),
+        converter.clone(),
         options,
         |applied, target| {
             bar.set_length(target);

@@ -39,7 +39,8 @@ pub async fn run(
     } else {
         (raw_rocks_write_per_s, "raw RocksDB batch write (the lower)")
     };
-    let converter = fleetlog_services::devices::converter("v1");
+    let converter: std::sync::Arc<dyn fleetlog_projections::Converter> =
+        std::sync::Arc::new(fleetlog_services::devices::converter("v1"));
     for (what, compacted) in [
         ("full history", false),
         ("compacted (LastPerSubject)", true),
@@ -54,9 +55,13 @@ pub async fn run(
             compacted,
             until: None,
         };
-        projector::replay(&log, &projection, &converter, options, |applied, _| {
-            bar.set_position(applied)
-        })
+        projector::replay(
+            &log,
+            &projection,
+            converter.clone(),
+            options,
+            |applied, _| bar.set_position(applied),
+        )
         .await?;
         let seconds = started.elapsed().as_secs_f64();
         bar.finish_and_clear();
