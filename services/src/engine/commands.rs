@@ -66,17 +66,17 @@ impl<R: Resource> Engine<R> {
         // and read the log only when the subject turns out to have one (a
         // live resource, a tombstone, or this command's earlier attempt).
         self.stamp(&mut resource, None, &key);
-        match self
-            .append(
+        let create_expecting = |expected| {
+            self.append(
                 &key,
                 ChangeKind::Created,
                 &resource,
                 None,
-                Revision::NONE,
+                expected,
                 &command,
             )
-            .await
-        {
+        };
+        match create_expecting(Revision::NONE).await {
             Err(ServiceError::Aborted(_)) => {}
             done => return done,
         }
@@ -87,19 +87,9 @@ impl<R: Resource> Engine<R> {
         if last.as_ref().is_some_and(|e| !e.is_deletion()) {
             return Err(ServiceError::AlreadyExists(name.to_string()));
         }
-        self.stamp(&mut resource, None, &key);
+        // A tombstone: the name is free again, on top of it.
         let expected = last.map_or(Revision::NONE, |e| e.revision);
-        match self
-            .append(
-                &key,
-                ChangeKind::Created,
-                &resource,
-                None,
-                expected,
-                &command,
-            )
-            .await
-        {
+        match create_expecting(expected).await {
             Err(ServiceError::Aborted(_)) => Err(ServiceError::AlreadyExists(name.to_string())),
             other => other,
         }
