@@ -8,9 +8,10 @@
 //! resume revision), then follows the shared feed from where its catch-up
 //! ended.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use fleetlog_events::log::StartAt;
 use fleetlog_events::{EventLog, Revision, StoredEvent};
@@ -40,7 +41,7 @@ pub struct WatchFeeds {
 /// One subject filter's live events. Dropping the last handle stops its
 /// consumer.
 pub struct Feed {
-    template: broadcast::Receiver<Arc<StoredEvent>>,
+    template: broadcast::Receiver<Arc<FeedEvent>>,
     /// The revision of the last event sent; held while sending, so a new
     /// subscriber knows exactly where its stream of events starts.
     last_sent: Arc<Mutex<Revision>>,
@@ -48,9 +49,39 @@ pub struct Feed {
     _stop: DropGuard,
 }
 
+/// An event as a feed hands it to every watcher, with the resource it
+/// carries decoded by the first watcher that needs it and cloned by the
+/// rest (decoding per watcher was a sixth of fleetd's CPU with 1,000).
+pub struct FeedEvent {
+    pub event: StoredEvent,
+    decoded: OnceLock<Box<dyn Any + Send + Sync>>,
+}
+
+impl FeedEvent {
+    fn new(event: StoredEvent) -> Self {
+        FeedEvent {
+            event,
+            decoded: OnceLock::new(),
+        }
+    }
+
+    /// The carried resource as `T`, decoded at most once per type.
+    pub fn decoded<T: Clone + Send + Sync + 'static, E>(
+        &self,
+        decode: impl FnOnce(&StoredEvent) -> Result<T, E>,
+    ) -> Result<T, E> {
+        if let Some(cached) = self.decoded.get().and_then(|d| d.downcast_ref::<T>()) {
+            return Ok(cached.clone());
+        }
+        let value = decode(&self.event)?;
+        let _ = self.decoded.set(Box::new(value.clone()));
+        Ok(value)
+    }
+}
+
 /// A subscription to a feed: every event matching the filter after `after`.
 pub struct Live {
-    pub events: broadcast::Receiver<Arc<StoredEvent>>,
+    pub events: broadcast::Receiver<Arc<FeedEvent>>,
     pub after: Revision,
     /// Keeps the feed running.
     _feed: Arc<Feed>,
@@ -131,7 +162,7 @@ impl WatchFeeds {
                         *last = delivered.event.revision;
                         // No subscriber right now is fine: the feed lives
                         // as long as a watch call holds it.
-                        let _ = sender.send(Arc::new(delivered.event));
+                        let _ = sender.send(Arc::new(FeedEvent::new(delivered.event)));
                     }
                     Some(Err(err)) => {
                         tracing::warn!(%filter, error = %err, "watch feed lost its consumer");

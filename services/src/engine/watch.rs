@@ -202,7 +202,7 @@ impl<R: Resource> Session<R> {
                     }
                 };
                 last_revision = delivered.event.revision;
-                match self.change_for(&delivered.event) {
+                match self.change_for(&delivered.event, |engine| engine.decode(&delivered.event)) {
                     Ok(Some(change)) => changes.push(change),
                     Ok(None) => {}
                     Err(err) => {
@@ -257,11 +257,11 @@ impl<R: Resource> Session<R> {
             let mut changes = Vec::with_capacity(events.len());
             for event in events {
                 // The catch-up already sent it (or a later state).
-                if event.revision <= last {
+                if event.event.revision <= last {
                     continue;
                 }
-                last = event.revision;
-                match self.change_for(&event) {
+                last = event.event.revision;
+                match self.change_for(&event.event, |engine| event.decoded(|e| engine.decode(e))) {
                     Ok(Some(change)) => changes.push(change),
                     Ok(None) => {}
                     Err(err) => {
@@ -300,7 +300,11 @@ impl<R: Resource> Session<R> {
     }
 
     /// What the client should see for one event, if anything.
-    fn change_for(&mut self, event: &StoredEvent) -> Result<Option<Change<R>>, ServiceError> {
+    fn change_for(
+        &mut self,
+        event: &StoredEvent,
+        decode: impl FnOnce(&Engine<R>) -> Result<R, ServiceError>,
+    ) -> Result<Option<Change<R>>, ServiceError> {
         let name = event.change.storage_key.clone();
         let revision = event.revision.to_wire();
         // Without a filter the client holds every resource it has not seen
@@ -319,7 +323,7 @@ impl<R: Resource> Session<R> {
         let matching = if event.is_deletion() {
             None
         } else {
-            let resource = self.engine.decode(event)?;
+            let resource = decode(&self.engine)?;
             // Reflection only when a filter or mask needs it: with many
             // watchers every event is shaped once per watcher.
             if self.filter.is_match_all() && self.mask.is_empty() {
