@@ -6,11 +6,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use fleetlog_events::{Revision, StoredEvent, envelope::ChangeKind};
+use fleetlog_events::{Revision, StoredEvent};
 use tokio::sync::watch;
 
 use crate::error::ProjectionError;
-use crate::store::{Checkpoint, Op, Record, Store};
+use crate::store::{Checkpoint, Op, Store};
 
 /// Turns an event of the log into what it does to one projection. The
 /// projection's API version decides: events written in another version are
@@ -37,20 +37,12 @@ impl Converter for AsWritten {
                 reason: "the event carries no resource".into(),
             });
         };
-        let type_name = type_name_of(&resource.type_url).to_owned();
-        let name = event.change.storage_key.clone();
-        Ok(match event.kind() {
-            ChangeKind::Deleted => Op::Delete { type_name, name },
-            ChangeKind::Created | ChangeKind::Updated | ChangeKind::Action => Op::Put {
-                type_name,
-                name,
-                record: Record {
-                    revision: event.revision.get(),
-                    bytes: resource.value.clone(),
-                },
-            },
-            ChangeKind::Unspecified => Op::Skip,
-        })
+        Ok(Op::for_event(
+            event,
+            type_name_of(&resource.type_url).to_owned(),
+            event.change.storage_key.clone(),
+            resource.value.clone(),
+        ))
     }
 }
 

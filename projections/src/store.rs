@@ -8,7 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
-use fleetlog_events::Revision;
+use fleetlog_events::envelope::ChangeKind;
+use fleetlog_events::{Revision, StoredEvent};
 use rocksdb::{
     ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions, WriteBatch,
 };
@@ -49,6 +50,26 @@ pub enum Op {
     },
     /// The event is not for this projection (e.g. an unknown resource type).
     Skip,
+}
+
+impl Op {
+    /// What `event` does to the record `name` of `type_name`, whose body in
+    /// the projection's version is `bytes`: a deletion removes it, any
+    /// other change stores the full post-state at the event's revision.
+    pub fn for_event(event: &StoredEvent, type_name: String, name: String, bytes: Vec<u8>) -> Op {
+        match event.kind() {
+            ChangeKind::Deleted => Op::Delete { type_name, name },
+            ChangeKind::Created | ChangeKind::Updated | ChangeKind::Action => Op::Put {
+                type_name,
+                name,
+                record: Record {
+                    revision: event.revision.get(),
+                    bytes,
+                },
+            },
+            ChangeKind::Unspecified => Op::Skip,
+        }
+    }
 }
 
 /// The key of a record: `{type_name}\0{name}`. All records of one

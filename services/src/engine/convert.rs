@@ -4,10 +4,9 @@
 
 use std::marker::PhantomData;
 
-use fleetlog_events::envelope::ChangeKind;
 use fleetlog_events::{StorageKey, StoredEvent};
 use fleetlog_projections::projection::type_name_of;
-use fleetlog_projections::store::{Op, Record};
+use fleetlog_projections::store::Op;
 use fleetlog_projections::{Converter, ProjectionError};
 
 use super::Resource;
@@ -93,17 +92,6 @@ impl<R: Resource> KindConverter for Kind<R> {
                 let type_name = type_name_of(&wire.any.type_url).to_owned();
                 (type_name, wire.name, wire.any.value)
             };
-        Ok(match event.kind() {
-            ChangeKind::Deleted => Op::Delete { type_name, name },
-            ChangeKind::Created | ChangeKind::Updated | ChangeKind::Action => Op::Put {
-                type_name,
-                name,
-                record: Record {
-                    revision: event.revision.get(),
-                    bytes,
-                },
-            },
-            ChangeKind::Unspecified => Op::Skip,
-        })
+        Ok(Op::for_event(event, type_name, name, bytes))
     }
 }
