@@ -11,10 +11,11 @@ pub const REGION: &str = "eu1";
 pub struct Cluster {
     pub nats_url: String,
     pub grpc_url: String,
-    /// Dropped in reverse order of start: fleetd before its nats-server.
+    /// Fields drop in declaration order: fleetd before its nats-server.
     fleetd: Option<FleetdProcess>,
+    /// Held for its removal on drop.
     _data: Option<tempfile::TempDir>,
-    _nats: Option<NatsServer>,
+    nats_server: Option<NatsServer>,
 }
 
 impl Cluster {
@@ -44,7 +45,7 @@ impl Cluster {
             grpc_url: fleetd.grpc_url(),
             fleetd: Some(fleetd),
             _data: Some(data),
-            _nats: Some(nats),
+            nats_server: Some(nats),
         })
     }
 
@@ -54,7 +55,7 @@ impl Cluster {
             grpc_url,
             fleetd: None,
             _data: None,
-            _nats: None,
+            nats_server: None,
         }
     }
 
@@ -63,7 +64,10 @@ impl Cluster {
     pub fn cpu_meter(&self) -> CpuMeter {
         let processes = [
             ("fleetd", self.fleetd.as_ref().and_then(FleetdProcess::pid)),
-            ("nats-server", self._nats.as_ref().and_then(NatsServer::pid)),
+            (
+                "nats-server",
+                self.nats_server.as_ref().and_then(NatsServer::pid),
+            ),
             ("client (this benchmark)", Some(std::process::id())),
         ];
         CpuMeter {
@@ -151,7 +155,7 @@ impl CpuMeter {
     /// Microseconds of CPU each process spent per operation, for the
     /// processes that could be read.
     pub fn per_operation(&self, operations: u64) -> Vec<(&'static str, f64)> {
-        let micros_per_tick = 1e6 / clock_ticks_per_second();
+        let micros_per_tick = 1e6 / USER_HZ;
         self.start
             .iter()
             .filter_map(|&(name, pid, start)| {
@@ -175,8 +179,6 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(user + system)
 }
 
-/// USER_HZ: 100 on every Linux this runs on (the kernel ABI fixes it for
-/// /proc regardless of the kernel's internal tick rate).
-fn clock_ticks_per_second() -> f64 {
-    100.0
-}
+/// Clock ticks per second in /proc: the kernel ABI fixes USER_HZ at 100
+/// whatever the kernel's internal tick rate.
+const USER_HZ: f64 = 100.0;
