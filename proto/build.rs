@@ -8,8 +8,10 @@ const PROTOS: &[&str] = &[
     "fleetlog/api/v1/common.proto",
     "fleetlog/events/v1/event.proto",
     "fleetlog/devices/v1/device.proto",
+    "fleetlog/devices/v1/provisioning.proto",
     "fleetlog/devices/v1alpha2/device.proto",
     "fleetlog/meta/v1/meta.proto",
+    "fleetlog/iam/v1/iam.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -13,4 +13,4 @@ pub use envelope::{CommandId, Revision, StoredEvent};
 pub use error::LogError;
 pub use log::{Appended, Delivered, EventLog, ServerFeatures, StartAt, Subscription};
 pub use name::{Id, NameError, ParentName, ResourceName, StorageKey};
-pub use subject::{SHARD_RING_SIZE, ShardId, StreamId};
+pub use subject::{DeviceLogStream, SHARD_RING_SIZE, ShardId, StreamId};

@@ -111,6 +111,10 @@ pub trait ParentName:
 {
     /// The pattern, for error messages, e.g. `projects/{project}/regions/{region}`.
     const PATTERN: &'static str;
+
+    /// The ID after the `projects` segment, if the pattern has one: the
+    /// project that owns everything below (access is granted per project).
+    fn project(&self) -> Option<&Id>;
 }
 
 /// A resource name of one pattern.
@@ -137,6 +141,8 @@ pub trait ResourceName:
     fn parse_id(text: &str) -> Result<Id, NameError>;
     fn parent(&self) -> Self::Parent;
     fn id(&self) -> &Id;
+    /// The project that owns the resource, if its pattern has one.
+    fn project(&self) -> Option<&Id>;
 }
 
 /// A resource's name in the one fixed storage form of its type. The subject,
@@ -286,6 +292,15 @@ macro_rules! resource_name {
 
         impl $crate::name::ParentName for $parent {
             const PATTERN: &'static str = concat!($(stringify!($pc), "/{", stringify!($pf), "}/",)* "");
+
+            fn project(&self) -> Option<&$crate::name::Id> {
+                $(
+                    if stringify!($pc) == "projects" {
+                        return Some(&self.$pf);
+                    }
+                )*
+                None
+            }
         }
 
         $(#[$doc])*
@@ -348,6 +363,15 @@ macro_rules! resource_name {
             fn id(&self) -> &$crate::name::Id {
                 &self.$f
             }
+
+            fn project(&self) -> Option<&$crate::name::Id> {
+                $(
+                    if stringify!($pc) == "projects" {
+                        return Some(&self.$pf);
+                    }
+                )*
+                None
+            }
         }
     };
 }
@@ -389,6 +413,9 @@ mod tests {
             "projects/{project}/regions/{region}/things/{thing}"
         );
         assert_eq!(ThingParent::PATTERN, "projects/{project}/regions/{region}/");
+        assert_eq!(name.project().map(Id::as_str), Some("p0"));
+        assert_eq!(name.parent().project().map(Id::as_str), Some("p0"));
+        assert_eq!(zone.project(), None);
     }
 
     resource_name! {

@@ -125,6 +125,37 @@ impl StreamId {
 /// (`devices.fleetlog.io`) travel as `~`, which no ID contains.
 const DOT_IN_TOKEN: char = '~';
 
+/// The stream of a region's archived device logs: journal entries, not
+/// resource events, one subject per device (its storage key's segments).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceLogStream {
+    region: Id,
+}
+
+impl DeviceLogStream {
+    pub fn new(region: Id) -> Self {
+        DeviceLogStream { region }
+    }
+
+    pub fn stream_name(&self) -> String {
+        format!("DEVICELOGS_{}", self.region.as_str().to_ascii_uppercase())
+    }
+
+    pub fn all_subjects(&self) -> String {
+        format!("logs.devices.{}.>", self.region)
+    }
+
+    /// The subject of one device's entries.
+    pub fn device_subject(&self, key: &StorageKey) -> String {
+        let mut subject = format!("logs.devices.{}", self.region);
+        for segment in key.segments() {
+            subject.push('.');
+            push_token(&mut subject, segment);
+        }
+        subject
+    }
+}
+
 fn push_token(subject: &mut String, segment: &str) {
     subject.extend(
         segment

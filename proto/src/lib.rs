@@ -46,3 +46,9 @@ pub mod meta {
         tonic::include_proto!("fleetlog.meta.v1");
     }
 }
+
+pub mod iam {
+    pub mod v1 {
+        tonic::include_proto!("fleetlog.iam.v1");
+    }
+}

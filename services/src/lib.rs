@@ -4,10 +4,12 @@
 //! Start reading at [`engine`]; a resource type is declared in a module like
 //! [`devices::device`].
 
+pub mod auth;
 pub mod devices;
 pub mod engine;
 pub mod error;
 pub mod fleetd;
+pub mod iam;
 pub mod meta;
 pub mod upgrade;
 

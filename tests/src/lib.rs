@@ -5,6 +5,10 @@
 //! Nothing here mocks the log or the database. Every suite in `tests/tests`
 //! (and the crates' own integration tests) starts what it needs through this
 //! crate.
+//!
+//! fleetd authenticates every gRPC call (`authorization: Bearer <key>`):
+//! [`admin`] connects with [`ADMIN_KEY`], the bootstrap admin key every
+//! fleetd the harness starts is given.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -13,6 +17,59 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+/// The bootstrap admin key of every fleetd the tests start
+/// (`FLEETLOG_BOOTSTRAP_ADMIN_KEY`); it may do everything.
+pub const ADMIN_KEY: &str = "fleetlog-test-bootstrap-admin-key-0123456789";
+
+/// Adds `authorization: Bearer <key>` to every call.
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<Ascii>);
+
+impl Bearer {
+    /// Fails when the key cannot be sent in a header.
+    pub fn new(key: &str) -> anyhow::Result<Self> {
+        let mut value = MetadataValue::try_from(format!("Bearer {key}"))
+            .context("the API key contains characters that cannot be sent in a header")?;
+        value.set_sensitive(true);
+        Ok(Bearer(value))
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// A connection to fleetd that sends a key on every call; any generated
+/// client takes it: `DeviceServiceClient::new(admin(url).await?)`.
+pub type Authed = InterceptedService<Channel, Bearer>;
+
+/// Connects to fleetd's gRPC `url`, sending `key` on every call.
+pub async fn connect_as(url: impl Into<String>, key: &str) -> anyhow::Result<Authed> {
+    let url = url.into();
+    let channel = Endpoint::from_shared(url.clone())?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to fleetd at {url}"))?;
+    Ok(InterceptedService::new(channel, Bearer::new(key)?))
+}
+
+/// Connects to fleetd's gRPC `url` as the bootstrap admin ([`ADMIN_KEY`]).
+pub async fn admin(url: impl Into<String>) -> anyhow::Result<Authed> {
+    connect_as(url, ADMIN_KEY).await
+}
 
 /// The nats-server binary: `FLEETLOG_NATS_SERVER` or `nats-server` on PATH.
 pub fn nats_server_bin() -> PathBuf {
@@ -175,7 +232,8 @@ pub struct FleetdProcess {
 
 impl FleetdProcess {
     /// Starts `fleetd <role>` with the given environment (on top of ports
-    /// chosen by the OS) and waits for its `fleetd ready` line.
+    /// chosen by the OS and [`ADMIN_KEY`] as the bootstrap admin key, both of
+    /// which `env` may override) and waits for its `fleetd ready` line.
     pub fn start(role: &str, env: &[(&str, String)]) -> anyhow::Result<Self> {
         let mut command = Command::new(fleetd_bin()?);
         command
@@ -183,6 +241,7 @@ impl FleetdProcess {
             .env("FLEETLOG_LISTEN", "127.0.0.1:0")
             .env("FLEETLOG_HTTP_LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "warn,fleetd=info")
+            .env("FLEETLOG_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (key, value) in env {

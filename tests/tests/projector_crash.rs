@@ -88,11 +88,9 @@ async fn projector_survives_twenty_kill9s() -> anyhow::Result<()> {
 
     // Once more, to catch up; then a clean stop.
     let mut process = FleetdProcess::start("projector", &env)?;
-    let mut client =
-        fleetlog_proto::devices::v1::device_service_client::DeviceServiceClient::connect(
-            process.grpc_url(),
-        )
-        .await?;
+    let mut client = fleetlog_proto::devices::v1::device_service_client::DeviceServiceClient::new(
+        fleetlog_tests::admin(process.grpc_url()).await?,
+    );
     client
         .list_devices(ListDevicesRequest {
             parent: PARENT.into(),

@@ -21,18 +21,17 @@ use fleetlog_proto::meta::v1::{
     BeginUpgradeRequest, Deployment, GetDeploymentRequest, RollbackUpgradeRequest,
     SetAvailableUpgradeRequest, UpdateDeploymentRequest,
 };
-use fleetlog_tests::{FleetdProcess, NatsServer, eventually};
+use fleetlog_tests::{Authed, FleetdProcess, NatsServer, admin, eventually};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 const DEPLOYMENT: &str = "services/devices.fleetlog.io/deployments/eu1";
 const OLD_PARENT: &str = "projects/p0";
 const WRITERS: usize = 4;
 const READERS: usize = 4;
 
-type OldClient = v1alpha2::device_service_client::DeviceServiceClient<Channel>;
-type NewClient = v1::device_service_client::DeviceServiceClient<Channel>;
-type Deployments = DeploymentServiceClient<Channel>;
+type OldClient = v1alpha2::device_service_client::DeviceServiceClient<Authed>;
+type NewClient = v1::device_service_client::DeviceServiceClient<Authed>;
+type Deployments = DeploymentServiceClient<Authed>;
 
 /// How many devices the load test creates (the issue asks for 10,000;
 /// `FLEETLOG_UPGRADE_DEVICES` scales it).
@@ -130,7 +129,7 @@ async fn create_old_devices(url: &str, count: usize) -> anyhow::Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..32 {
-        let mut client = OldClient::connect(url.to_owned()).await?;
+        let mut client = OldClient::new(admin(url.to_owned()).await?);
         let next = next.clone();
         tasks.push(tokio::spawn(async move {
             loop {
@@ -167,9 +166,9 @@ async fn writer(
     devices: usize,
     stop: CancellationToken,
 ) -> anyhow::Result<(Acked, u64)> {
-    let mut old = OldClient::connect(url.clone()).await?;
-    let mut new = NewClient::connect(url.clone()).await?;
-    let mut meta = Deployments::connect(url).await?;
+    let mut old = OldClient::new(admin(url.clone()).await?);
+    let mut new = NewClient::new(admin(url.clone()).await?);
+    let mut meta = Deployments::new(admin(url).await?);
     let mut acked = Acked::new();
     let mut counter = 0u64;
     let mut on_v1 = false;
@@ -237,8 +236,8 @@ async fn reader(
     devices: usize,
     stop: CancellationToken,
 ) -> anyhow::Result<u64> {
-    let mut old = OldClient::connect(url.clone()).await?;
-    let mut new = NewClient::connect(url).await?;
+    let mut old = OldClient::new(admin(url.clone()).await?);
+    let mut new = NewClient::new(admin(url).await?);
     let mut reads = 0u64;
     let mut i = r;
     while !stop.is_cancelled() {
@@ -296,11 +295,11 @@ async fn upgrade_under_load_loses_nothing_and_pauses_briefly() -> anyhow::Result
     let devices = device_count();
     let sandbox = sandbox_on_v1alpha2(|_| {}).await?;
     let url = sandbox.grpc_url();
-    let mut meta = Deployments::connect(url.clone()).await?;
+    let mut meta = Deployments::new(admin(url.clone()).await?);
     assert_eq!(deployment(&mut meta).await?.current_version, "v1alpha2");
 
     // v1 is read-only before the switch.
-    let mut new = NewClient::connect(url.clone()).await?;
+    let mut new = NewClient::new(admin(url.clone()).await?);
     let refused = new
         .create_device(v1::CreateDeviceRequest {
             parent: format!("projects/p0/regions/{REGION}"),
@@ -365,7 +364,7 @@ async fn upgrade_under_load_loses_nothing_and_pauses_briefly() -> anyhow::Result
         .flat_map(|a| a.values().map(|(_, rev)| *rev))
         .max()
         .unwrap_or(0);
-    let mut old = OldClient::connect(url.clone()).await?;
+    let mut old = OldClient::new(admin(url.clone()).await?);
     for (i, (counter, _)) in acked.iter().flat_map(|a| a.iter()) {
         let via_new = new
             .get_device(v1::GetDeviceRequest {
@@ -428,7 +427,7 @@ async fn rollback_keeps_writes_made_after_the_switch() -> anyhow::Result<()> {
     for keep_in_sync in [true, false] {
         let sandbox = sandbox_on_v1alpha2(|_| {}).await?;
         let url = sandbox.grpc_url();
-        let mut meta = Deployments::connect(url.clone()).await?;
+        let mut meta = Deployments::new(admin(url.clone()).await?);
         if !keep_in_sync {
             meta.update_deployment(UpdateDeploymentRequest {
                 deployment: Some(Deployment {
@@ -448,7 +447,7 @@ async fn rollback_keeps_writes_made_after_the_switch() -> anyhow::Result<()> {
         settled_on(&mut meta, "v1", Duration::from_secs(60)).await?;
 
         // Written in v1 after the switch.
-        let mut new = NewClient::connect(url.clone()).await?;
+        let mut new = NewClient::new(admin(url.clone()).await?);
         let created = new
             .create_device(v1::CreateDeviceRequest {
                 parent: format!("projects/p0/regions/{REGION}"),
@@ -481,7 +480,7 @@ async fn rollback_keeps_writes_made_after_the_switch() -> anyhow::Result<()> {
         .await?;
         settled_on(&mut meta, "v1alpha2", Duration::from_secs(60)).await?;
 
-        let mut old = OldClient::connect(url.clone()).await?;
+        let mut old = OldClient::new(admin(url.clone()).await?);
         let seen = old
             .get_device(v1alpha2::GetDeviceRequest {
                 name: format!("{OLD_PARENT}/devices/born-in-v1"),
@@ -551,14 +550,14 @@ async fn a_fleetd_killed_during_the_upgrade_completes_it_after_restart() -> anyh
     create_old_devices(&process.grpc_url(), devices).await?;
 
     // Killed during INITIAL_SYNCING.
-    let mut meta = Deployments::connect(process.grpc_url()).await?;
+    let mut meta = Deployments::new(admin(process.grpc_url()).await?);
     begin(&mut meta, "v1").await?;
     process.kill9();
     let stage = read_stage(&nats).await?;
     println!("killed in stage {stage:?}");
 
     let mut process = FleetdProcess::start("all", &env)?;
-    let mut meta = Deployments::connect(process.grpc_url()).await?;
+    let mut meta = Deployments::new(admin(process.grpc_url()).await?);
     settled_on(&mut meta, "v1", Duration::from_secs(120)).await?;
     check_all_visible(&process.grpc_url(), devices).await?;
 
@@ -573,7 +572,7 @@ async fn a_fleetd_killed_during_the_upgrade_completes_it_after_restart() -> anyh
     process.kill9();
     println!("killed in stage {:?}", read_stage(&nats).await?);
     let mut process = FleetdProcess::start("all", &env)?;
-    let mut meta = Deployments::connect(process.grpc_url()).await?;
+    let mut meta = Deployments::new(admin(process.grpc_url()).await?);
     settled_on(&mut meta, "v1alpha2", Duration::from_secs(120)).await?;
     check_all_visible(&process.grpc_url(), devices).await?;
     let status = process.terminate()?;
@@ -601,8 +600,8 @@ async fn read_stage(nats: &NatsServer) -> anyhow::Result<Option<i32>> {
 }
 
 async fn check_all_visible(url: &str, devices: usize) -> anyhow::Result<()> {
-    let mut old = OldClient::connect(url.to_owned()).await?;
-    let mut new = NewClient::connect(url.to_owned()).await?;
+    let mut old = OldClient::new(admin(url.to_owned()).await?);
+    let mut new = NewClient::new(admin(url.to_owned()).await?);
     let ok = eventually(Duration::from_secs(30), || {
         let mut old = old.clone();
         async move {

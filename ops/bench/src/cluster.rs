@@ -3,14 +3,21 @@
 
 use anyhow::Context;
 use fleetlog_events::{EventLog, Id, StreamId};
-use fleetlog_tests::{FleetdProcess, NatsServer};
-use tonic::transport::{Channel, Endpoint};
+use fleetlog_tests::{Authed, Bearer, FleetdProcess, NatsServer};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Endpoint;
 
 pub const REGION: &str = "eu1";
+
+/// The bootstrap admin key of the fleetd the benchmark starts; every call
+/// the benchmark makes sends it.
+pub const BOOTSTRAP_ADMIN_KEY: &str = "fleetlog-bench-bootstrap-admin-key-0123456789";
 
 pub struct Cluster {
     pub nats_url: String,
     pub grpc_url: String,
+    /// `authorization: Bearer <key>` on every gRPC call.
+    bearer: Bearer,
     /// Fields drop in declaration order: fleetd before its nats-server.
     fleetd: Option<FleetdProcess>,
     /// Held for its removal on drop.
@@ -32,6 +39,10 @@ impl Cluster {
                 ("FLEETLOG_DATA_DIR", data.path().display().to_string()),
                 ("FLEETLOG_REGION", REGION.to_owned()),
                 (
+                    "FLEETLOG_BOOTSTRAP_ADMIN_KEY",
+                    BOOTSTRAP_ADMIN_KEY.to_owned(),
+                ),
+                (
                     "FLEETLOG_DEVICES_INITIAL_VERSION",
                     initial_version.to_owned(),
                 ),
@@ -43,20 +54,23 @@ impl Cluster {
         Ok(Cluster {
             nats_url: nats.url(),
             grpc_url: fleetd.grpc_url(),
+            bearer: Bearer::new(BOOTSTRAP_ADMIN_KEY)?,
             fleetd: Some(fleetd),
             _data: Some(data),
             nats_server: Some(nats),
         })
     }
 
-    pub fn external(nats_url: String, grpc_url: String) -> Self {
-        Cluster {
+    /// A running nats-server and fleetd; every gRPC call sends `key`.
+    pub fn external(nats_url: String, grpc_url: String, key: &str) -> anyhow::Result<Self> {
+        Ok(Cluster {
             nats_url,
             grpc_url,
+            bearer: Bearer::new(key).context("--key")?,
             fleetd: None,
             _data: None,
             nats_server: None,
-        }
+        })
     }
 
     /// CPU time of fleetd, nats-server (when the benchmark started them)
@@ -97,12 +111,15 @@ impl Cluster {
     }
 
     /// A new HTTP/2 connection to fleetd: each simulated client has its own.
-    pub async fn channel(&self) -> anyhow::Result<Channel> {
-        Endpoint::from_shared(self.grpc_url.clone())?
+    /// Every call on it (the no-op health Check included, so comparisons
+    /// stay fair) sends the key.
+    pub async fn channel(&self) -> anyhow::Result<Authed> {
+        let channel = Endpoint::from_shared(self.grpc_url.clone())?
             .tcp_nodelay(true)
             .connect()
             .await
-            .with_context(|| format!("connecting to fleetd at {}", self.grpc_url))
+            .with_context(|| format!("connecting to fleetd at {}", self.grpc_url))?;
+        Ok(InterceptedService::new(channel, self.bearer.clone()))
     }
 
     pub fn stop(mut self) -> anyhow::Result<()> {

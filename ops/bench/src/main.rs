@@ -1,11 +1,12 @@
 //! `fleetlog-bench`: Fleetlog beside its building blocks, in one run.
 //!
-//! Starts its own nats-server and `fleetd all` (or uses `--nats-url` and
-//! `--grpc-url`), runs the phases of issue 4 — upgrade, commands, watch,
-//! queries, replay — and prints a Markdown table where every figure stands
-//! beside the raw building block (JetStream publish/consume, RocksDB
-//! write/get/scan) measured in the same run, as a ratio; the same as JSON
-//! in `--json`. `--preset smoke` is the seconds-long run CI makes.
+//! Starts its own nats-server and `fleetd all` (or uses `--nats-url`,
+//! `--grpc-url` and `--key`), runs the phases of issue 4 — upgrade,
+//! commands, watch, queries, replay — and prints a Markdown table where
+//! every figure stands beside the raw building block (JetStream
+//! publish/consume, RocksDB write/get/scan) measured in the same run, as a
+//! ratio; the same as JSON in `--json`. `--preset smoke` is the
+//! seconds-long run CI makes.
 
 mod cluster;
 mod latency;
@@ -17,6 +18,7 @@ mod workload;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use anyhow::Context;
 use clap::{Parser, ValueEnum};
 
 use cluster::{Cluster, PeakRss};
@@ -62,6 +64,11 @@ struct Args {
     /// Use a running fleetd instead of starting one (with --nats-url).
     #[arg(long, requires = "nats_url")]
     grpc_url: Option<String>,
+    /// API key sent as `authorization: Bearer <key>` on every gRPC call to
+    /// the fleetd of --grpc-url (required with it). A fleetd the benchmark
+    /// starts gets the benchmark's own bootstrap admin key instead.
+    #[arg(long, env = "FLEETLOG_KEY", hide_env_values = true)]
+    key: Option<String>,
     /// Concurrent command clients, e.g. 1,16,64.
     #[arg(long, value_delimiter = ',')]
     clients: Option<Vec<usize>>,
@@ -126,7 +133,13 @@ async fn main() -> anyhow::Result<()> {
     let wanted = |phase: Phase| args.phases.as_ref().is_none_or(|p| p.contains(&phase));
     let started = Instant::now();
     let cluster = match (&args.nats_url, &args.grpc_url) {
-        (Some(nats), Some(grpc)) => Cluster::external(nats.clone(), grpc.clone()),
+        (Some(nats), Some(grpc)) => {
+            let key = args
+                .key
+                .as_deref()
+                .context("--key (or FLEETLOG_KEY) is required with --grpc-url")?;
+            Cluster::external(nats.clone(), grpc.clone(), key)?
+        }
         // The upgrade phase needs a region still on v1alpha2; the others
         // run on v1, where the upgrade phase leaves it.
         _ => Cluster::start(if wanted(Phase::Upgrade) {

@@ -2,6 +2,8 @@
 //! and custom actions.
 
 pub mod device;
+pub mod logs;
+pub mod provisioning;
 pub mod v1alpha2;
 
 use std::sync::Arc;
@@ -24,11 +26,28 @@ pub const DEFAULT_VERSION: &str = V1;
 /// What a projection of `version` holds: every Devices resource type,
 /// converted from whatever version its events were written in.
 pub fn converter(version: &str) -> VersionConverter {
-    VersionConverter::new(version).with::<fleetlog_proto::devices::v1::Device>()
+    VersionConverter::new(version)
+        .with::<fleetlog_proto::devices::v1::Device>()
+        .with::<fleetlog_proto::devices::v1::ProvisioningPolicy>()
+        .with::<fleetlog_proto::devices::v1::ProvisioningApprovalRequest>()
 }
 
-/// The gRPC services of every API version, sharing one context.
-pub fn apis(ctx: &Arc<ServiceContext>) -> (device::DeviceApi, v1alpha2::DeviceApi) {
+/// Every gRPC service of Devices.
+pub struct Apis {
+    pub device_v1: device::DeviceApi,
+    pub device_v1alpha2: v1alpha2::DeviceApi,
+    pub policies: provisioning::ProvisioningPolicyApi,
+    pub approval_requests: provisioning::ProvisioningApprovalRequestApi,
+}
+
+/// The gRPC services of every API version, sharing one context; `iam`
+/// makes the agents' service accounts.
+pub fn apis(
+    ctx: &Arc<ServiceContext>,
+    iam: &Arc<ServiceContext>,
+    logs: logs::DeviceLogs,
+    heartbeat_timeout: std::time::Duration,
+) -> Apis {
     let region = ctx.region.clone();
     let v1 = Versioned::new(
         Engine::new(ctx.clone()),
@@ -44,5 +63,11 @@ pub fn apis(ctx: &Arc<ServiceContext>) -> (device::DeviceApi, v1alpha2::DeviceAp
         v1alpha2::Down,
         false,
     );
-    (device::DeviceApi::new(v1), v1alpha2::DeviceApi::new(old))
+    let flow = provisioning::Provisioning::new(ctx.clone(), iam.clone());
+    Apis {
+        device_v1: device::DeviceApi::new(v1, flow.clone(), logs, heartbeat_timeout),
+        device_v1alpha2: v1alpha2::DeviceApi::new(old),
+        policies: provisioning::ProvisioningPolicyApi::new(flow.clone()),
+        approval_requests: provisioning::ProvisioningApprovalRequestApi::new(flow),
+    }
 }

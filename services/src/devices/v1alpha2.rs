@@ -32,8 +32,16 @@ impl Resource for Device {
     const FIELD: &'static str = "device";
     const ID_FIELD: &'static str = "device_id";
     const API_VERSION: &'static str = super::V1ALPHA2;
+    const AREA: crate::auth::Area = crate::auth::Area::Devices;
 
     crate::resource_fields!();
+
+    fn acting_account(&self) -> Option<&str> {
+        self.spec
+            .as_ref()
+            .map(|spec| spec.service_account.as_str())
+            .filter(|account| !account.is_empty())
+    }
 }
 
 /// Field paths that moved: (v1alpha2, v1).

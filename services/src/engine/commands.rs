@@ -19,8 +19,8 @@ use crate::error::ServiceError;
 /// itself when a concurrent write got in first.
 const MERGE_ATTEMPTS: u32 = 8;
 
-/// Who issued a command. Until IAM lands every caller is anonymous.
-const ANONYMOUS: &str = "anonymous";
+/// The actor of commands fleetd issues itself (outside any request).
+const SYSTEM_ACTOR: &str = "system:fleetd";
 
 pub struct CreateRequest<R> {
     pub parent: String,
@@ -267,6 +267,16 @@ impl<R: Resource> Engine<R> {
         Err(kept_changing(&name))
     }
 
+    /// The resource's current state, read from the log through the stream
+    /// leader (fresh in every process, unlike a projection); None when it
+    /// does not exist.
+    pub async fn current(&self, name: &R::Name) -> Result<Option<R>, ServiceError> {
+        match self.ctx.log.last(&R::storage_key(name)).await? {
+            Some(event) if !event.is_deletion() => Ok(Some(self.decode(&event)?)),
+            _ => Ok(None),
+        }
+    }
+
     /// The outcome of an earlier attempt of the same command, if the
     /// resource's last event is that attempt.
     fn replayed(
@@ -291,7 +301,7 @@ impl<R: Resource> Engine<R> {
     /// does not hold it (which proves nothing: it may be behind).
     fn projected(&self, name: &R::Name) -> Result<Option<(R, Revision)>, ServiceError> {
         let projection = self.projection();
-        if projection.api_version() != R::API_VERSION {
+        if projection.api_version() != R::API_VERSION && !R::ONE_VERSION {
             return Ok(None);
         }
         Ok(
@@ -437,7 +447,9 @@ impl<R: Resource> Engine<R> {
             update_mask,
             action: action.to_owned(),
             api_version: version,
-            actor: ANONYMOUS.to_owned(),
+            actor: crate::auth::ACTOR
+                .try_with(Clone::clone)
+                .unwrap_or_else(|_| SYSTEM_ACTOR.to_owned()),
             command_id: command.id.to_string(),
             time: Some(Timestamp::from(SystemTime::now())),
         };
@@ -458,6 +470,11 @@ impl<R: Resource> Engine<R> {
             Err(err) => return Err(err.into()),
         };
         tracing::debug!(resource = %key, revision = revision.get(), command_id = %command.id, ?kind, "appended");
+        if self.ctx.settle_writes {
+            self.projection()
+                .wait_for(revision, self.ctx.read_wait)
+                .await?;
+        }
         let mut written = resource.clone();
         written.metadata_mut().revision = revision.to_wire();
         Ok(written)

@@ -80,18 +80,19 @@ impl<R: Resource> KindConverter for Kind<R> {
         };
         let (key, name) = StorageKey::parse::<R::Name>(&event.change.storage_key)
             .map_err(|e| format!("malformed storage key: {e}"))?;
-        let (type_name, name, bytes) =
-            if version == R::API_VERSION && type_name_of(&any.type_url) == self.own_type {
-                // Written in this projection's own version (the common
-                // case once a region runs it): stored as the event carries
-                // it, without decoding.
-                (self.own_type.clone(), name.to_string(), any.value.clone())
-            } else {
-                let resource = R::from_wire(any, &key).map_err(|e| e.to_string())?;
-                let wire = resource.to_wire(version).map_err(|e| e.to_string())?;
-                let type_name = type_name_of(&wire.any.type_url).to_owned();
-                (type_name, wire.name, wire.any.value)
-            };
+        let (type_name, name, bytes) = if (version == R::API_VERSION || R::ONE_VERSION)
+            && type_name_of(&any.type_url) == self.own_type
+        {
+            // Written in this projection's own version (the common
+            // case once a region runs it): stored as the event carries
+            // it, without decoding.
+            (self.own_type.clone(), name.to_string(), any.value.clone())
+        } else {
+            let resource = R::from_wire(any, &key).map_err(|e| e.to_string())?;
+            let wire = resource.to_wire(version).map_err(|e| e.to_string())?;
+            let type_name = type_name_of(&wire.any.type_url).to_owned();
+            (type_name, wire.name, wire.any.value)
+        };
         Ok(Op::for_event(event, type_name, name, bytes))
     }
 }

@@ -47,7 +47,13 @@ macro_rules! standard_service {
                 &self,
                 request: tonic::Request<$get_req>,
             ) -> Result<tonic::Response<$resource>, tonic::Status> {
+                let ctx = self.engine.context();
+                let caller = ctx.caller(&request)?;
                 let r = request.into_inner();
+                ctx.authorize_read_one::<$resource, _, _>(&caller, "name", &r.name, || {
+                    self.engine.get(&r.name, None, 0)
+                })
+                .await?;
                 let found = self.engine.get(&r.name, r.field_mask, r.min_revision).await?;
                 Ok(tonic::Response::new(found))
             }
@@ -56,7 +62,17 @@ macro_rules! standard_service {
                 &self,
                 request: tonic::Request<$batch_get_req>,
             ) -> Result<tonic::Response<$batch_get_resp>, tonic::Status> {
+                let ctx = self.engine.context();
+                let caller = ctx.caller(&request)?;
                 let r = request.into_inner();
+                for (i, name) in r.names.iter().enumerate() {
+                    ctx.authorize_name::<$resource>(
+                        &caller,
+                        $crate::auth::Access::Read,
+                        &format!("names[{i}]"),
+                        name,
+                    )?;
+                }
                 let (found, missing) =
                     self.engine.batch_get(&r.names, r.field_mask, r.min_revision).await?;
                 Ok(tonic::Response::new($batch_get_resp { $plural: found, missing }))
@@ -66,7 +82,10 @@ macro_rules! standard_service {
                 &self,
                 request: tonic::Request<$list_req>,
             ) -> Result<tonic::Response<$list_resp>, tonic::Status> {
+                let ctx = self.engine.context();
+                let caller = ctx.caller(&request)?;
                 let r = request.into_inner();
+                ctx.authorize_parent::<$resource>(&caller, $crate::auth::Access::Read, &r.parent)?;
                 let page = self
                     .engine
                     .list($crate::engine::ListRequest {
@@ -94,7 +113,13 @@ macro_rules! standard_service {
                 &self,
                 request: tonic::Request<$watch_one_req>,
             ) -> Result<tonic::Response<Self::$watch_one_stream>, tonic::Status> {
+                let ctx = self.engine.context();
+                let caller = ctx.caller(&request)?;
                 let r = request.into_inner();
+                ctx.authorize_read_one::<$resource, _, _>(&caller, "name", &r.name, || {
+                    self.engine.get(&r.name, None, 0)
+                })
+                .await?;
                 let batches = self
                     .engine
                     .watch($crate::engine::watch::WatchTarget::One(r.name), r.field_mask, r.resume_revision)
@@ -113,7 +138,10 @@ macro_rules! standard_service {
                 &self,
                 request: tonic::Request<$watch_req>,
             ) -> Result<tonic::Response<Self::$watch_stream>, tonic::Status> {
+                let ctx = self.engine.context();
+                let caller = ctx.caller(&request)?;
                 let r = request.into_inner();
+                ctx.authorize_parent::<$resource>(&caller, $crate::auth::Access::Read, &r.parent)?;
                 let batches = self
                     .engine
                     .watch(
@@ -132,15 +160,17 @@ macro_rules! standard_service {
                 &self,
                 request: tonic::Request<$create_req>,
             ) -> Result<tonic::Response<$resource>, tonic::Status> {
+                let ctx = self.engine.context();
+                let caller = ctx.caller(&request)?;
                 let r = request.into_inner();
-                let created = self
-                    .engine
-                    .create($crate::engine::CreateRequest {
+                ctx.authorize_parent::<$resource>(&caller, $crate::auth::Access::Write, &r.parent)?;
+                let created = $crate::auth::ACTOR
+                    .scope(caller.actor(), self.engine.create($crate::engine::CreateRequest {
                         parent: r.parent,
                         id: r.$id_field,
                         resource: r.$field,
                         request_id: r.request_id,
-                    })
+                    }))
                     .await?;
                 Ok(tonic::Response::new(created))
             }
@@ -149,16 +179,24 @@ macro_rules! standard_service {
                 &self,
                 request: tonic::Request<$update_req>,
             ) -> Result<tonic::Response<$resource>, tonic::Status> {
+                let ctx = self.engine.context();
+                let caller = ctx.caller(&request)?;
                 let r = request.into_inner();
-                let updated = self
-                    .engine
-                    .update($crate::engine::UpdateRequest {
+                let name = r.$field.as_ref().map(|resource| $crate::engine::Resource::name(resource).to_owned()).unwrap_or_default();
+                ctx.authorize_name::<$resource>(
+                    &caller,
+                    $crate::auth::Access::Write,
+                    concat!(stringify!($field), ".name"),
+                    &name,
+                )?;
+                let updated = $crate::auth::ACTOR
+                    .scope(caller.actor(), self.engine.update($crate::engine::UpdateRequest {
                         resource: r.$field,
                         update_mask: r.update_mask,
                         expected_revision: r.expected_revision,
                         allow_missing: r.allow_missing,
                         request_id: r.request_id,
-                    })
+                    }))
                     .await?;
                 Ok(tonic::Response::new(updated))
             }
@@ -167,14 +205,17 @@ macro_rules! standard_service {
                 &self,
                 request: tonic::Request<$delete_req>,
             ) -> Result<tonic::Response<()>, tonic::Status> {
+                let ctx = self.engine.context();
+                let caller = ctx.caller(&request)?;
                 let r = request.into_inner();
-                self.engine
-                    .delete($crate::engine::DeleteRequest {
+                ctx.authorize_name::<$resource>(&caller, $crate::auth::Access::Write, "name", &r.name)?;
+                $crate::auth::ACTOR
+                    .scope(caller.actor(), self.engine.delete($crate::engine::DeleteRequest {
                         name: r.name,
                         expected_revision: r.expected_revision,
                         allow_missing: r.allow_missing,
                         request_id: r.request_id,
-                    })
+                    }))
                     .await?;
                 Ok(tonic::Response::new(()))
             }

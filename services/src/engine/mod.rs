@@ -9,6 +9,7 @@
 //! and read from the log through the stream leader only when the append
 //! proves the guess wrong. Queries read the active projection.
 
+pub mod access;
 mod commands;
 pub mod convert;
 pub mod feeds;
@@ -31,6 +32,7 @@ use prost_types::Any;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{Area, Authorizer};
 use crate::error::ServiceError;
 
 /// A field of a resource that failed validation.
@@ -69,6 +71,18 @@ pub trait Resource:
 
     /// The API version this message belongs to, e.g. `v1`.
     const API_VERSION: &'static str;
+    /// The type exists in this one API version only (it was added after the
+    /// older versions): every projection stores it in this form and events
+    /// carry it in this form, whichever version is current.
+    const ONE_VERSION: bool = false;
+    /// Which role a write needs (device-operator, admin, the bootstrap admin).
+    const AREA: Area;
+
+    /// The service account that acts as this resource (a device's agent):
+    /// it may read the resource without a role in its project.
+    fn acting_account(&self) -> Option<&str> {
+        None
+    }
 
     /// Rules beyond what the proto types express.
     fn validate(&self) -> Result<(), FieldViolation> {
@@ -95,7 +109,7 @@ pub trait Resource:
     /// This resource as an event written in `version` carries it, with its
     /// name in that version. Types with several API versions convert here.
     fn to_wire(&self, version: &str) -> Result<Wire, ServiceError> {
-        if version != Self::API_VERSION {
+        if version != Self::API_VERSION && !Self::ONE_VERSION {
             return Err(ServiceError::Internal(format!(
                 "{} has no {version} form",
                 self.descriptor().full_name()
@@ -179,6 +193,11 @@ pub struct ServiceContext {
     pub feeds: feeds::WatchFeeds,
     /// False in the projector role, which serves queries only.
     pub accept_commands: bool,
+    /// Commands answer only once the active projection has applied them
+    /// (IAM: a key works, and a revoked one is refused, from the answer on).
+    pub settle_writes: bool,
+    /// Authenticates callers and checks their roles (shared by all services).
+    pub auth: Arc<Authorizer>,
 }
 
 /// The standard methods for resource type `R`.
@@ -246,7 +265,7 @@ impl<R: Resource> Engine<R> {
                 "must not be negative",
             ));
         }
-        if projection.api_version() != R::API_VERSION {
+        if projection.api_version() != R::API_VERSION && !R::ONE_VERSION {
             return Err(ServiceError::Internal(format!(
                 "a {} query reached the {} projection",
                 R::API_VERSION,
@@ -261,7 +280,9 @@ impl<R: Resource> Engine<R> {
 }
 
 pub use commands::{CreateRequest, DeleteRequest, SHARD_LABEL, UpdateRequest};
-pub use queries::{DEFAULT_PAGE_SIZE, ListRequest, ListResponse, MAX_PAGE_SIZE};
+pub use queries::{
+    DEFAULT_PAGE_SIZE, ListRequest, ListResponse, MAX_PAGE_SIZE, stored, stored_under,
+};
 
 impl ServiceContext {
     /// The service's current API version: the active projection's.

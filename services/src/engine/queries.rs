@@ -212,12 +212,32 @@ fn fetch<R: Resource>(
         .transpose()
 }
 
+/// Every `R` whose name starts with `prefix`, as `projection` stores them
+/// (for small collections read whole, like a project's role bindings).
+pub fn stored_under<R: Resource>(
+    projection: &Projection,
+    prefix: &str,
+) -> Result<Vec<R>, ServiceError> {
+    let descriptor = R::default().descriptor();
+    let key = fleetlog_projections::store::record_key(descriptor.full_name(), prefix);
+    let mut found = Vec::new();
+    projection.store().scan(&key, None, |_, record| {
+        let mut resource = R::decode(record.bytes.as_slice()).map_err(|e| {
+            ProjectionError::Storage(format!(
+                "a stored {} does not decode: {e}",
+                descriptor.full_name()
+            ))
+        })?;
+        resource.metadata_mut().revision = fleetlog_events::Revision(record.revision).to_wire();
+        found.push(resource);
+        Ok(true)
+    })?;
+    Ok(found)
+}
+
 /// A resource exactly as `projection` (of `R`'s API version) stores it,
 /// with `metadata.revision` stamped from its record.
-pub(super) fn stored<R: Resource>(
-    projection: &Projection,
-    name: &str,
-) -> Result<Option<R>, ServiceError> {
+pub fn stored<R: Resource>(projection: &Projection, name: &str) -> Result<Option<R>, ServiceError> {
     let descriptor = R::default().descriptor();
     let Some(record) = projection.store().get(descriptor.full_name(), name)? else {
         return Ok(None);

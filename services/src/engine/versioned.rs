@@ -73,6 +73,10 @@ where
         }
     }
 
+    pub fn context(&self) -> &super::ServiceContext {
+        self.native.context()
+    }
+
     /// The projection to read and whether it is in this API's version.
     fn read_at(&self) -> (Arc<Projection>, bool) {
         let projection = self.native.projection();

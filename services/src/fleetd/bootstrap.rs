@@ -80,3 +80,51 @@ fn created<T>(result: Result<T, ServiceError>) -> Result<(), ServiceError> {
         Err(err) => Err(err),
     }
 }
+
+/// Makes the bootstrap admin's key on the first start of a cluster that
+/// was given none; returns its text, which exists nowhere else (shown once).
+/// Later starts find the key and return None.
+pub async fn admin_key(iam: &Arc<ServiceContext>) -> Result<Option<String>, ServiceError> {
+    use crate::auth::{BOOTSTRAP_ACCOUNT, IssuedKey, SYSTEM_PROJECT, ServiceAccountKeyName};
+    use fleetlog_proto::iam::v1::{ServiceAccount, ServiceAccountKeyRecord};
+
+    let account = crate::auth::ServiceAccountName {
+        project: Id::parse(SYSTEM_PROJECT).map_err(|e| ServiceError::Internal(e.to_string()))?,
+        service_account: Id::parse(BOOTSTRAP_ACCOUNT)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?,
+    };
+    created(
+        Engine::<ServiceAccount>::new(iam.clone())
+            .create(CreateRequest {
+                parent: format!("projects/{SYSTEM_PROJECT}"),
+                id: BOOTSTRAP_ACCOUNT.to_owned(),
+                resource: Some(ServiceAccount {
+                    display_name: "bootstrap admin".into(),
+                    ..Default::default()
+                }),
+                request_id: "bootstrap-admin-account".into(),
+            })
+            .await,
+    )?;
+    let key = IssuedKey::new(ServiceAccountKeyName {
+        project: account.project.clone(),
+        service_account: account.service_account.clone(),
+        key: Id::parse("bootstrap").map_err(|e| ServiceError::Internal(e.to_string()))?,
+    });
+    let made = Engine::<ServiceAccountKeyRecord>::new(iam.clone())
+        .create(CreateRequest {
+            parent: format!("{account}"),
+            id: "bootstrap".into(),
+            resource: Some(ServiceAccountKeyRecord {
+                secret_sha256: key.sha256.clone(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await;
+    match made {
+        Ok(_) => Ok(Some(key.text)),
+        Err(ServiceError::AlreadyExists(_)) => Ok(None),
+        Err(other) => Err(other),
+    }
+}

@@ -33,6 +33,12 @@ pub struct Config {
     /// The Devices API version a new region starts on (later versions are
     /// reached by upgrades); ignored once the region's Deployment exists.
     pub devices_initial_version: String,
+    /// A device whose agent sends no heartbeat for this long (milliseconds)
+    /// is marked offline.
+    pub heartbeat_timeout_ms: u64,
+    /// Largest request message (bytes); larger ones are refused with
+    /// RESOURCE_EXHAUSTED before they are decoded.
+    pub max_request_bytes: usize,
 }
 
 impl Default for Config {
@@ -48,6 +54,8 @@ impl Default for Config {
             nats_server_bin: PathBuf::from("nats-server"),
             read_wait_ms: 5000,
             devices_initial_version: crate::devices::DEFAULT_VERSION.into(),
+            heartbeat_timeout_ms: 60_000,
+            max_request_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -130,6 +138,12 @@ impl Config {
         if let Some(v) = env("FLEETLOG_READ_WAIT_MS") {
             config.read_wait_ms = parse_env("FLEETLOG_READ_WAIT_MS", &v)?;
         }
+        if let Some(v) = env("FLEETLOG_HEARTBEAT_TIMEOUT_MS") {
+            config.heartbeat_timeout_ms = parse_env("FLEETLOG_HEARTBEAT_TIMEOUT_MS", &v)?;
+        }
+        if let Some(v) = env("FLEETLOG_MAX_REQUEST_BYTES") {
+            config.max_request_bytes = parse_env("FLEETLOG_MAX_REQUEST_BYTES", &v)?;
+        }
         fleetlog_events::Id::parse(&config.region).map_err(|e| {
             ConfigError::Invalid(format!(
                 "region {:?} is not a valid region ID: {e}",
@@ -141,6 +155,10 @@ impl Config {
 
     pub fn read_wait(&self) -> Duration {
         Duration::from_millis(self.read_wait_ms)
+    }
+
+    pub fn heartbeat_timeout(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_timeout_ms.max(1))
     }
 }
 

@@ -18,7 +18,11 @@ use fleetlog_projections::Converter;
 use fleetlog_projections::active::ProjectionSet;
 use fleetlog_projections::query_lang::PageTokenKey;
 use fleetlog_proto::devices::v1::device_service_server::DeviceServiceServer;
+use fleetlog_proto::devices::v1::provisioning_approval_request_service_server::ProvisioningApprovalRequestServiceServer;
+use fleetlog_proto::devices::v1::provisioning_policy_service_server::ProvisioningPolicyServiceServer;
 use fleetlog_proto::devices::v1alpha2::device_service_server::DeviceServiceServer as V1alpha2DeviceServiceServer;
+use fleetlog_proto::iam::v1::role_binding_service_server::RoleBindingServiceServer;
+use fleetlog_proto::iam::v1::service_account_service_server::ServiceAccountServiceServer;
 use fleetlog_proto::meta::v1::Deployment;
 use fleetlog_proto::meta::v1::deployment_service_server::DeploymentServiceServer;
 use fleetlog_proto::meta::v1::region_service_server::RegionServiceServer;
@@ -29,9 +33,12 @@ use tokio_util::task::TaskTracker;
 
 pub use config::Config;
 
+use crate::auth::Authorizer;
 use crate::devices;
+use crate::devices::logs::DeviceLogs;
 use crate::engine::feeds::WatchFeeds;
 use crate::engine::{Engine, ServiceContext};
+use crate::iam::{self, RoleBindingApi, ServiceAccountApi};
 use crate::meta::deployment::{self, DeploymentApi, DeploymentName};
 use crate::meta::region::RegionApi;
 use crate::meta::service::ServiceApi;
@@ -48,6 +55,10 @@ const SERVICE_NAMES: &[&str] = &[
     "fleetlog.meta.v1.RegionService",
     "fleetlog.meta.v1.ServiceService",
     "fleetlog.meta.v1.DeploymentService",
+    "fleetlog.devices.v1.ProvisioningPolicyService",
+    "fleetlog.devices.v1.ProvisioningApprovalRequestService",
+    "fleetlog.iam.v1.ServiceAccountService",
+    "fleetlog.iam.v1.RoleBindingService",
 ];
 
 /// What one fleetd process does.
@@ -79,9 +90,6 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
-    if config.bootstrap_admin_key.is_some() {
-        tracing::warn!("authentication is not enforced yet; the bootstrap admin key is unused");
-    }
 
     let (managed, nats_url) = match (&config.nats_url, role) {
         (Some(url), _) => (None, url.clone()),
@@ -112,13 +120,29 @@ async fn serve(
     let region = Id::parse(&config.region)?;
     let devices_log = open_log(&client, devices::SERVICE, &region).await?;
     let meta_log = open_log(&client, meta::SERVICE, &region).await?;
+    let iam_log = open_log(&client, iam::SERVICE, &region).await?;
+    let device_logs = DeviceLogs::open(client.clone(), region.clone()).await?;
     let tasks = TaskTracker::new();
     let page_tokens = page_token_key(&config.data_dir)?;
     let projections_dir = config.data_dir.join("projections");
     let projector_failed = CancellationToken::new();
     let accept_commands = role != Role::Projector;
 
-    // Meta first: the Devices deployment says which version is current.
+    // IAM first: every call is authenticated against it.
+    let iam_set = ProjectionSet::open(
+        iam_log.clone(),
+        projections_dir.join(format!("{}-{region}", iam::SERVICE)),
+        Arc::new(|_: &str| Arc::new(iam::converter()) as Arc<dyn Converter>),
+        reconnects.clone(),
+        projector_failed.clone(),
+        iam::V1,
+    )?;
+    iam_set.feed(iam::V1, false)?;
+    let auth = Arc::new(Authorizer::new(
+        iam_set.active().clone(),
+        config.bootstrap_admin_key.as_deref(),
+    ));
+    // Then Meta: the Devices deployment says which version is current.
     let meta_set = ProjectionSet::open(
         meta_log.clone(),
         projections_dir.join(format!("{}-{region}", meta::SERVICE)),
@@ -130,7 +154,10 @@ async fn serve(
     meta_set.feed(meta::V1, false)?;
     // What every service's context shares; each has its own log,
     // projections and write gate.
-    let context = |log: &EventLog, set: &ProjectionSet, versions: &'static [&'static str]| {
+    let context = |log: &EventLog,
+                   set: &ProjectionSet,
+                   versions: &'static [&'static str],
+                   settle_writes: bool| {
         Arc::new(ServiceContext {
             log: log.clone(),
             active: set.active().clone(),
@@ -143,9 +170,19 @@ async fn serve(
             tasks: tasks.clone(),
             feeds: WatchFeeds::new(log.clone(), tasks.clone(), shutdown.clone()),
             accept_commands,
+            settle_writes,
+            auth: auth.clone(),
         })
     };
-    let meta_ctx = context(&meta_log, &meta_set, meta::VERSIONS);
+    let iam_ctx = context(&iam_log, &iam_set, iam::VERSIONS, true);
+    if accept_commands
+        && config.bootstrap_admin_key.is_none()
+        && let Some(key) = bootstrap::admin_key(&iam_ctx).await?
+    {
+        // Shown this once: only its hash is kept.
+        println!("fleetd bootstrap admin key (shown once, keep it safe): {key}");
+    }
+    let meta_ctx = context(&meta_log, &meta_set, meta::VERSIONS, false);
     let deployments = Engine::<Deployment>::new(meta_ctx.clone());
     let deployment_name = deployment::deployment_name(devices::SERVICE_DOMAIN, &region)?;
     if accept_commands {
@@ -163,7 +200,7 @@ async fn serve(
         &current.current_version,
     )?;
     devices_set.feed(&current.current_version, false)?;
-    let ctx = context(&devices_log, &devices_set, devices::VERSIONS);
+    let ctx = context(&devices_log, &devices_set, devices::VERSIONS, false);
 
     let controller_stop = CancellationToken::new();
     let controller = UpgradeController {
@@ -188,7 +225,8 @@ async fn serve(
             }
         }
     });
-    let (device_v1, device_v1alpha2) = devices::apis(&ctx);
+    let devices_apis = devices::apis(&ctx, &iam_ctx, device_logs, config.heartbeat_timeout());
+    let limit = config.max_request_bytes;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for service in SERVICE_NAMES {
@@ -226,17 +264,41 @@ async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(DeviceServiceServer::new(device_v1))
-        .add_service(V1alpha2DeviceServiceServer::new(device_v1alpha2))
-        .add_service(RegionServiceServer::new(RegionApi::new(Engine::new(
-            meta_ctx.clone(),
-        ))))
-        .add_service(ServiceServiceServer::new(ServiceApi::new(Engine::new(
-            meta_ctx.clone(),
-        ))))
-        .add_service(DeploymentServiceServer::new(DeploymentApi::new(
-            deployments.clone(),
-        )))
+        .add_service(
+            DeviceServiceServer::new(devices_apis.device_v1).max_decoding_message_size(limit),
+        )
+        .add_service(
+            V1alpha2DeviceServiceServer::new(devices_apis.device_v1alpha2)
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            ProvisioningPolicyServiceServer::new(devices_apis.policies)
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            ProvisioningApprovalRequestServiceServer::new(devices_apis.approval_requests)
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            ServiceAccountServiceServer::new(ServiceAccountApi::new(iam_ctx.clone()))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            RoleBindingServiceServer::new(RoleBindingApi::new(iam_ctx.clone()))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            RegionServiceServer::new(RegionApi::new(Engine::new(meta_ctx.clone())))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            ServiceServiceServer::new(ServiceApi::new(Engine::new(meta_ctx.clone())))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            DeploymentServiceServer::new(DeploymentApi::new(deployments.clone()))
+                .max_decoding_message_size(limit),
+        )
         .serve_with_incoming_shutdown(
             // Without TCP_NODELAY small responses wait for delayed ACKs (~40 ms).
             tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
@@ -285,6 +347,7 @@ async fn serve(
     let _ = controller_task.await;
     devices_set.shutdown().await;
     meta_set.shutdown().await;
+    iam_set.shutdown().await;
     client.flush().await.ok();
     tracing::info!("fleetd stopped");
     Ok(())

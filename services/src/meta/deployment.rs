@@ -24,6 +24,7 @@ use prost_reflect::ReflectMessage;
 
 use super::region::RegionName;
 use super::service::ServiceName;
+use crate::auth::{ACTOR, Access, Caller};
 use crate::engine::{Engine, FieldViolation, Resource};
 use crate::error::ServiceError;
 
@@ -51,6 +52,7 @@ impl Resource for Deployment {
     const FIELD: &'static str = "deployment";
     const ID_FIELD: &'static str = "deployment_id";
     const API_VERSION: &'static str = super::V1;
+    const AREA: crate::auth::Area = crate::auth::Area::Meta;
 
     crate::resource_fields!();
 
@@ -345,6 +347,17 @@ impl DeploymentApi {
         DeploymentApi { engine }
     }
 
+    /// Deployment actions change Meta: the bootstrap admin's.
+    fn authorize<T>(
+        &self,
+        request: &tonic::Request<T>,
+        name: impl FnOnce(&T) -> &str,
+    ) -> Result<Caller, ServiceError> {
+        self.engine
+            .context()
+            .authorize_request::<Deployment, T>(request, Access::Write, name)
+    }
+
     fn versions_of(&self, name: &str) -> Result<Vec<String>, ServiceError> {
         let name: DeploymentName = name.parse().map_err(|e: fleetlog_events::NameError| {
             ServiceError::invalid("name", e.to_string())
@@ -383,13 +396,17 @@ crate::standard_service! {
         &self,
         request: tonic::Request<SetAvailableUpgradeRequest>,
     ) -> Result<tonic::Response<Deployment>, tonic::Status> {
+        let caller = self.authorize(&request, |r| &r.name)?;
         let r = request.into_inner();
         let versions = self.versions_of(&r.name)?;
-        let done = self
-            .engine
-            .act(&r.name, SET_AVAILABLE_UPGRADE, 0, &r.request_id, |d| {
-                set_available_upgrade(d, &versions, &r.target_api_version, r.total_shards_count)
-            })
+        let done = ACTOR
+            .scope(
+                caller.actor(),
+                self.engine
+                    .act(&r.name, SET_AVAILABLE_UPGRADE, 0, &r.request_id, |d| {
+                        set_available_upgrade(d, &versions, &r.target_api_version, r.total_shards_count)
+                    }),
+            )
             .await?;
         Ok(tonic::Response::new(done))
     }
@@ -398,10 +415,14 @@ crate::standard_service! {
         &self,
         request: tonic::Request<BeginUpgradeRequest>,
     ) -> Result<tonic::Response<Deployment>, tonic::Status> {
+        let caller = self.authorize(&request, |r| &r.name)?;
         let r = request.into_inner();
-        let done = self
-            .engine
-            .act(&r.name, BEGIN_UPGRADE, 0, &r.request_id, begin_upgrade)
+        let done = ACTOR
+            .scope(
+                caller.actor(),
+                self.engine
+                    .act(&r.name, BEGIN_UPGRADE, 0, &r.request_id, begin_upgrade),
+            )
             .await?;
         Ok(tonic::Response::new(done))
     }
@@ -410,12 +431,15 @@ crate::standard_service! {
         &self,
         request: tonic::Request<NotifyShardsUpgradeReadinessRequest>,
     ) -> Result<tonic::Response<Deployment>, tonic::Status> {
+        let caller = self.authorize(&request, |r| &r.name)?;
         let r = request.into_inner();
-        let done = self
-            .engine
-            .act(&r.name, NOTIFY_SHARDS, 0, &r.request_id, |d| {
-                notify_shards(d, r.shards_from, r.shards_to, r.ready)
-            })
+        let done = ACTOR
+            .scope(
+                caller.actor(),
+                self.engine.act(&r.name, NOTIFY_SHARDS, 0, &r.request_id, |d| {
+                    notify_shards(d, r.shards_from, r.shards_to, r.ready)
+                }),
+            )
             .await?;
         Ok(tonic::Response::new(done))
     }
@@ -424,13 +448,16 @@ crate::standard_service! {
         &self,
         request: tonic::Request<RollbackUpgradeRequest>,
     ) -> Result<tonic::Response<Deployment>, tonic::Status> {
+        let caller = self.authorize(&request, |r| &r.name)?;
         let r = request.into_inner();
         let versions = self.versions_of(&r.name)?;
-        let done = self
-            .engine
-            .act(&r.name, ROLLBACK_UPGRADE, 0, &r.request_id, |d| {
-                rollback_upgrade(d, &versions, &r.to_version)
-            })
+        let done = ACTOR
+            .scope(
+                caller.actor(),
+                self.engine.act(&r.name, ROLLBACK_UPGRADE, 0, &r.request_id, |d| {
+                    rollback_upgrade(d, &versions, &r.to_version)
+                }),
+            )
             .await?;
         Ok(tonic::Response::new(done))
     }

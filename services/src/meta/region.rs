@@ -24,6 +24,7 @@ impl Resource for Region {
     const FIELD: &'static str = "region";
     const ID_FIELD: &'static str = "region_id";
     const API_VERSION: &'static str = super::V1;
+    const AREA: crate::auth::Area = crate::auth::Area::Meta;
 
     crate::resource_fields!();
 }

@@ -10,14 +10,13 @@ use fleetlog_proto::devices::v1::device::{Spec, spec::LoggingConfig};
 use fleetlog_proto::devices::v1::device_service_client::DeviceServiceClient;
 use fleetlog_proto::devices::v1::{CreateDeviceRequest, Device};
 use fleetlog_services::fleetd::{self, Config, Ready, Role};
-use fleetlog_tests::NatsServer;
+use fleetlog_tests::{ADMIN_KEY, Authed, NatsServer, admin, connect_as};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 pub const REGION: &str = "eu1";
 pub const PARENT: &str = "projects/p0/regions/eu1";
 
-pub type Client = DeviceServiceClient<Channel>;
+pub type Client = DeviceServiceClient<Authed>;
 
 /// A nats-server and a `fleetd all` running in this process.
 pub struct Sandbox {
@@ -42,6 +41,7 @@ impl Sandbox {
             http_listen: "127.0.0.1:0".parse()?,
             data_dir: data.path().to_owned(),
             region: REGION.into(),
+            bootstrap_admin_key: Some(ADMIN_KEY.into()),
             ..Config::default()
         };
         tune(&mut config);
@@ -71,8 +71,16 @@ impl Sandbox {
         format!("http://{}", self.ready.grpc)
     }
 
+    /// A Devices client authenticated as the bootstrap admin.
     pub async fn client(&self) -> anyhow::Result<Client> {
-        Ok(DeviceServiceClient::connect(self.grpc_url()).await?)
+        Ok(DeviceServiceClient::new(admin(self.grpc_url()).await?))
+    }
+
+    /// A Devices client sending `key` on every call.
+    pub async fn client_as(&self, key: &str) -> anyhow::Result<Client> {
+        Ok(DeviceServiceClient::new(
+            connect_as(self.grpc_url(), key).await?,
+        ))
     }
 
     /// A log client on the same stream, to inspect what was written.

@@ -164,7 +164,7 @@ async fn health_checks(cluster: &Cluster, count: usize) -> anyhow::Result<Latenc
 /// Pages through the Berlin devices: `count` List calls in chains of
 /// consecutive pages.
 async fn list_pages(
-    client: &mut DeviceServiceClient<tonic::transport::Channel>,
+    client: &mut DeviceServiceClient<fleetlog_tests::Authed>,
     count: usize,
 ) -> anyhow::Result<Latencies> {
     let mut latencies = Latencies::default();

@@ -1,0 +1,311 @@
+//! IAM (minimal): service accounts, their keys (stored as hashes only) and
+//! role bindings per project. Event-sourced on its own stream like every
+//! service; `crate::auth` reads its projection to authenticate callers.
+//!
+//! Writes here settle before they answer (the projection has applied them),
+//! so a key works, a binding grants and a revocation refuses from the moment
+//! the call returns.
+
+use std::sync::Arc;
+
+use fleetlog_events::ResourceName;
+use fleetlog_proto::iam::v1::role_binding_service_server::RoleBindingService;
+use fleetlog_proto::iam::v1::service_account_service_server::ServiceAccountService;
+use fleetlog_proto::iam::v1::*;
+
+use crate::auth::{
+    ACTOR, Access, Area, IssuedKey, Role, ServiceAccountKeyName, ServiceAccountName,
+};
+use crate::engine::{
+    CreateRequest, DeleteRequest, Engine, FieldViolation, Resource, ServiceContext,
+};
+use crate::error::ServiceError;
+
+/// The service token in stream names and subjects.
+pub const SERVICE: &str = "iam";
+pub const V1: &str = "v1";
+pub const VERSIONS: &[&str] = &[V1];
+
+/// What the IAM projection holds.
+pub fn converter() -> crate::engine::convert::VersionConverter {
+    crate::engine::convert::VersionConverter::new(V1)
+        .with::<ServiceAccount>()
+        .with::<ServiceAccountKeyRecord>()
+        .with::<RoleBinding>()
+}
+
+fleetlog_events::resource_name! {
+    /// `projects/{project}/roleBindings/{role_binding}`
+    pub struct RoleBindingName {
+        parent RoleBindingParent { projects: project }
+        roleBindings: role_binding
+    }
+}
+
+const MAX_DISPLAY_NAME: usize = 256;
+
+impl Resource for ServiceAccount {
+    type Name = ServiceAccountName;
+    const FIELD: &'static str = "service_account";
+    const ID_FIELD: &'static str = "service_account_id";
+    const API_VERSION: &'static str = V1;
+    const AREA: Area = Area::Iam;
+
+    crate::resource_fields!();
+
+    fn validate(&self) -> Result<(), FieldViolation> {
+        if self.display_name.chars().count() > MAX_DISPLAY_NAME {
+            return Err(FieldViolation::new(
+                "display_name",
+                format!("must be at most {MAX_DISPLAY_NAME} characters"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Resource for ServiceAccountKeyRecord {
+    type Name = ServiceAccountKeyName;
+    const FIELD: &'static str = "key";
+    const ID_FIELD: &'static str = "key_id";
+    const API_VERSION: &'static str = V1;
+    const AREA: Area = Area::Iam;
+
+    crate::resource_fields!();
+
+    fn validate(&self) -> Result<(), FieldViolation> {
+        let is_sha256 = self.secret_sha256.len() == 64
+            && self
+                .secret_sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !is_sha256 {
+            return Err(FieldViolation::new(
+                "secret_sha256",
+                "must be a lowercase hex SHA-256",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Resource for RoleBinding {
+    type Name = RoleBindingName;
+    const FIELD: &'static str = "role_binding";
+    const ID_FIELD: &'static str = "role_binding_id";
+    const API_VERSION: &'static str = V1;
+    const AREA: Area = Area::Iam;
+
+    crate::resource_fields!();
+
+    fn validate(&self) -> Result<(), FieldViolation> {
+        if let Err(e) = self.member.parse::<ServiceAccountName>() {
+            return Err(FieldViolation::new(
+                "member",
+                format!("must be a service account name: {e}"),
+            ));
+        }
+        if Role::parse(&self.role).is_none() {
+            return Err(FieldViolation::new(
+                "role",
+                format!("must be one of {}", Role::NAMES.join(", ")),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Service accounts and keys as other services make them for themselves
+/// (a device's agent, a provisioning policy): fleetd acts, not the caller.
+#[derive(Clone)]
+pub struct Accounts {
+    accounts: Engine<ServiceAccount>,
+    keys: Engine<ServiceAccountKeyRecord>,
+}
+
+impl Accounts {
+    pub fn new(iam: Arc<ServiceContext>) -> Self {
+        Accounts {
+            accounts: Engine::new(iam.clone()),
+            keys: Engine::new(iam),
+        }
+    }
+
+    /// Creates the service account `name` (or finds it, on a retry).
+    pub async fn ensure_account(
+        &self,
+        name: &ServiceAccountName,
+        display_name: String,
+    ) -> Result<(), ServiceError> {
+        let created = self
+            .accounts
+            .create(CreateRequest {
+                parent: name.parent().to_string(),
+                id: name.id().to_string(),
+                resource: Some(ServiceAccount {
+                    display_name,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            })
+            .await;
+        match created {
+            Ok(_) | Err(ServiceError::AlreadyExists(_)) => Ok(()),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// A new key of `account`; its text exists only in the returned value.
+    pub async fn issue_key(&self, account: &ServiceAccountName) -> Result<IssuedKey, ServiceError> {
+        let id = crate::auth::random_id("k", 16)?;
+        let key = IssuedKey::new(ServiceAccountKeyName {
+            project: account.project.clone(),
+            service_account: account.service_account.clone(),
+            key: id,
+        });
+        self.keys
+            .create(CreateRequest {
+                parent: key.name.parent().to_string(),
+                id: key.name.id().to_string(),
+                resource: Some(ServiceAccountKeyRecord {
+                    secret_sha256: key.sha256.clone(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            })
+            .await?;
+        Ok(key)
+    }
+
+    /// Deletes `account` and every key it has: its keys are refused from
+    /// the moment this returns.
+    pub async fn remove_account(&self, account: &ServiceAccountName) -> Result<(), ServiceError> {
+        self.accounts
+            .delete(DeleteRequest {
+                name: account.to_string(),
+                expected_revision: 0,
+                allow_missing: true,
+                request_id: String::new(),
+            })
+            .await?;
+        let keys = crate::engine::stored_under::<ServiceAccountKeyRecord>(
+            &self.keys.projection(),
+            &format!("{account}/keys/"),
+        )?;
+        for key in keys {
+            self.keys
+                .delete(DeleteRequest {
+                    name: key.name,
+                    expected_revision: 0,
+                    allow_missing: true,
+                    request_id: String::new(),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The gRPC `fleetlog.iam.v1.ServiceAccountService`.
+pub struct ServiceAccountApi {
+    engine: Engine<ServiceAccount>,
+    accounts: Accounts,
+}
+
+impl ServiceAccountApi {
+    pub fn new(iam: Arc<ServiceContext>) -> Self {
+        ServiceAccountApi {
+            engine: Engine::new(iam.clone()),
+            accounts: Accounts::new(iam),
+        }
+    }
+}
+
+crate::standard_service! {
+    impl ServiceAccountService for ServiceAccountApi {
+        resource: ServiceAccount,
+        field: service_account,
+        plural: service_accounts,
+        id_field: service_account_id,
+        change: ServiceAccountChange,
+        get: get_service_account(GetServiceAccountRequest),
+        batch_get: batch_get_service_accounts(BatchGetServiceAccountsRequest) -> BatchGetServiceAccountsResponse,
+        list: list_service_accounts(ListServiceAccountsRequest) -> ListServiceAccountsResponse,
+        watch_one: watch_service_account(WatchServiceAccountRequest) -> WatchServiceAccountResponse, stream WatchServiceAccountStream,
+        watch: watch_service_accounts(WatchServiceAccountsRequest) -> WatchServiceAccountsResponse, stream WatchServiceAccountsStream,
+        create: create_service_account(CreateServiceAccountRequest),
+        update: update_service_account(UpdateServiceAccountRequest),
+        delete: delete_service_account(DeleteServiceAccountRequest),
+    }
+
+    async fn create_service_account_key(
+        &self,
+        request: tonic::Request<CreateServiceAccountKeyRequest>,
+    ) -> Result<tonic::Response<CreateServiceAccountKeyResponse>, tonic::Status> {
+        let ctx = self.engine.context();
+        let caller = ctx.caller(&request)?;
+        let r = request.into_inner();
+        let account = ctx.authorize_name::<ServiceAccount>(&caller, Access::Write, "name", &r.name)?;
+        if self.engine.get(&r.name, None, 0).await.is_err() {
+            return Err(ServiceError::NotFound(r.name).into());
+        }
+        let key = ACTOR.scope(caller.actor(), self.accounts.issue_key(&account)).await?;
+        Ok(tonic::Response::new(CreateServiceAccountKeyResponse {
+            key_name: key.name.to_string(),
+            key: key.text,
+        }))
+    }
+
+    async fn delete_service_account_key(
+        &self,
+        request: tonic::Request<DeleteServiceAccountKeyRequest>,
+    ) -> Result<tonic::Response<()>, tonic::Status> {
+        let ctx = self.engine.context();
+        let caller = ctx.caller(&request)?;
+        let r = request.into_inner();
+        let key = ctx.authorize_name::<ServiceAccountKeyRecord>(&caller, Access::Write, "key_name", &r.key_name)?;
+        ACTOR
+            .scope(
+                caller.actor(),
+                self.accounts.keys.delete(DeleteRequest {
+                    name: key.to_string(),
+                    expected_revision: 0,
+                    allow_missing: false,
+                    request_id: r.request_id,
+                }),
+            )
+            .await?;
+        Ok(tonic::Response::new(()))
+    }
+}
+
+/// The gRPC `fleetlog.iam.v1.RoleBindingService`.
+pub struct RoleBindingApi {
+    engine: Engine<RoleBinding>,
+}
+
+impl RoleBindingApi {
+    pub fn new(iam: Arc<ServiceContext>) -> Self {
+        RoleBindingApi {
+            engine: Engine::new(iam),
+        }
+    }
+}
+
+crate::standard_service! {
+    impl RoleBindingService for RoleBindingApi {
+        resource: RoleBinding,
+        field: role_binding,
+        plural: role_bindings,
+        id_field: role_binding_id,
+        change: RoleBindingChange,
+        get: get_role_binding(GetRoleBindingRequest),
+        batch_get: batch_get_role_bindings(BatchGetRoleBindingsRequest) -> BatchGetRoleBindingsResponse,
+        list: list_role_bindings(ListRoleBindingsRequest) -> ListRoleBindingsResponse,
+        watch_one: watch_role_binding(WatchRoleBindingRequest) -> WatchRoleBindingResponse, stream WatchRoleBindingStream,
+        watch: watch_role_bindings(WatchRoleBindingsRequest) -> WatchRoleBindingsResponse, stream WatchRoleBindingsStream,
+        create: create_role_binding(CreateRoleBindingRequest),
+        update: update_role_binding(UpdateRoleBindingRequest),
+        delete: delete_role_binding(DeleteRoleBindingRequest),
+    }
+}
