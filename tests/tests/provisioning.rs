@@ -666,3 +666,54 @@ async fn removed_service_account_is_refused_at_once() -> anyhow::Result<()> {
     );
     sandbox.stop().await
 }
+
+#[tokio::test]
+async fn a_silent_agent_goes_offline_after_the_heartbeat_timeout() -> anyhow::Result<()> {
+    let sandbox = Sandbox::start_with(|c| c.heartbeat_timeout_ms = 300).await?;
+    let (policy_name, policy_key) = policy(&sandbox, "pi", Mode::Unattended).await?;
+    let provisioned = register(&sandbox, &policy_key, &policy_name, "SN-Q").await?;
+    let device = provisioned.device.expect("device");
+    let mut agent = sandbox
+        .client_as(&provisioned.service_account_key.expect("key").key)
+        .await?;
+    let (beats, stream) = tokio::sync::mpsc::channel(1);
+    beats
+        .send(HeartbeatRequest {
+            name: device.name.clone(),
+            status: None,
+        })
+        .await?;
+    // The stream stays open, but nothing more comes.
+    let started = std::time::Instant::now();
+    let revision = agent
+        .heartbeat(tokio_stream::wrappers::ReceiverStream::new(stream))
+        .await?
+        .into_inner()
+        .revision;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300),
+        "answered after {waited:?}"
+    );
+    let after = sandbox
+        .client()
+        .await?
+        .get_device(GetDeviceRequest {
+            name: device.name.clone(),
+            min_revision: revision,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let status = after.status.unwrap_or_default();
+    assert!(
+        !status.online,
+        "silent for longer than the timeout: offline"
+    );
+    assert!(
+        status.last_heartbeat_time.is_some(),
+        "the one heartbeat was recorded"
+    );
+    drop(beats);
+    sandbox.stop().await
+}
