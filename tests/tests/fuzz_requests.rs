@@ -110,6 +110,7 @@ fn device() -> impl Strategy<Value = Option<Device>> {
 }
 
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // test data, built and sent once each
 enum Call {
     Get(GetDeviceRequest),
     BatchGet(BatchGetDevicesRequest),
