@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "fleetlog/devices/v1/device.proto",
     "fleetlog/devices/v1/provisioning.proto",
     "fleetlog/devices/v1alpha2/device.proto",
+    "fleetlog/devices/v1alpha2/provisioning.proto",
     "fleetlog/meta/v1/meta.proto",
     "fleetlog/iam/v1/iam.proto",
 ];

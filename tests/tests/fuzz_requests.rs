@@ -373,11 +373,11 @@ fn any_request_gets_an_api_code() -> anyhow::Result<()> {
             )))
         }
     });
-    // Still serving after everything above.
+    // Still serving after everything above (the cases may have deleted d1).
     runtime.block_on(async {
         DeviceServiceClient::new(channels[0].clone())
-            .get_device(GetDeviceRequest {
-                name: common::device_name("d1"),
+            .list_devices(ListDevicesRequest {
+                parent: PARENT.into(),
                 ..Default::default()
             })
             .await

@@ -717,3 +717,156 @@ async fn a_silent_agent_goes_offline_after_the_heartbeat_timeout() -> anyhow::Re
     drop(beats);
     sandbox.stop().await
 }
+
+/// The agent flow through the older API, in a region on either version:
+/// policies and approval requests exist in v1 form only, so both APIs see
+/// the same ones.
+#[tokio::test]
+async fn provisioning_through_v1alpha2() -> anyhow::Result<()> {
+    use fleetlog_proto::devices::v1alpha2 as old;
+    for initial in ["v1", "v1alpha2"] {
+        let sandbox = Sandbox::start_with(|c| c.devices_initial_version = initial.into()).await?;
+        let admin = fleetlog_tests::admin(sandbox.grpc_url()).await?;
+        let mut old_policies =
+            old::provisioning_policy_service_client::ProvisioningPolicyServiceClient::new(
+                admin.clone(),
+            );
+        let created = old_policies
+            .create_provisioning_policy(old::CreateProvisioningPolicyRequest {
+                parent: "projects/p0".into(),
+                provisioning_policy_id: "legacy".into(),
+                provisioning_policy: Some(old::ProvisioningPolicy {
+                    spec: Some(old::provisioning_policy::Spec {
+                        mode: Mode::Unattended as i32,
+                        identity_field_paths: vec![SERIAL_PATH.into()],
+                        template: Some(old::provisioning_policy::spec::Template {
+                            metadata: None,
+                            spec: Some(old::device::Spec {
+                                journal_export_enabled: true,
+                                log_priority: 6,
+                                ..Default::default()
+                            }),
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            })
+            .await?
+            .into_inner();
+        assert_eq!(
+            created.name, "projects/p0/provisioningPolicies/legacy",
+            "{initial}"
+        );
+        // The same policy through v1: regional, nested logging config.
+        let v1_policy = Policies::new(admin.clone())
+            .get_provisioning_policy(GetProvisioningPolicyRequest {
+                name: format!("{PARENT}/provisioningPolicies/legacy"),
+                min_revision: created.metadata.as_ref().map_or(0, |m| m.revision),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let template_priority = v1_policy
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.as_ref())
+            .and_then(|t| t.spec.as_ref())
+            .and_then(|s| s.logging_config.as_ref())
+            .map(|l| l.priority);
+        assert_eq!(template_priority, Some(6), "{initial}");
+        let listed = old_policies
+            .list_provisioning_policies(old::ListProvisioningPoliciesRequest {
+                parent: "projects/p0".into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        assert_eq!(listed.provisioning_policies.len(), 1, "{initial}");
+
+        let key = old_policies
+            .provision_service_account_to_provisioning_policy(
+                old::ProvisionServiceAccountToProvisioningPolicyRequest {
+                    name: created.name.clone(),
+                    request_id: String::new(),
+                },
+            )
+            .await?
+            .into_inner()
+            .service_account_key
+            .expect("key")
+            .key;
+        let as_policy = fleetlog_tests::connect_as(sandbox.grpc_url(), &key).await?;
+        let provisioned =
+            old::provisioning_policy_service_client::ProvisioningPolicyServiceClient::new(as_policy)
+                .provision_device_via_policy(old::ProvisionDeviceViaPolicyRequest {
+                    name: created.name.clone(),
+                    device_status: Some(old::device::Status {
+                        device_info: Some(old::device::status::DeviceInfo {
+                            hardware_information: Some(
+                                old::device::status::device_info::HardwareInformation {
+                                    system: Some(
+                                        old::device::status::device_info::hardware_information::System {
+                                            serial_number: "SN-OLD".into(),
+                                            ..Default::default()
+                                        },
+                                    ),
+                                },
+                            ),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                })
+                .await?
+                .into_inner();
+        let device = provisioned.device.expect("device");
+        assert!(
+            device.name.starts_with("projects/p0/devices/"),
+            "{}",
+            device.name
+        );
+        assert_eq!(
+            device.spec.as_ref().map(|s| s.log_priority),
+            Some(6),
+            "{initial}"
+        );
+        let device_key = provisioned.service_account_key.expect("key").key;
+        let mut old_agent = old::device_service_client::DeviceServiceClient::new(
+            fleetlog_tests::connect_as(sandbox.grpc_url(), &device_key).await?,
+        );
+        let config = old_agent
+            .get_device_config(old::GetDeviceConfigRequest {
+                name: device.name.clone(),
+            })
+            .await?
+            .into_inner();
+        assert_eq!(config.name, device.name);
+        assert_eq!(config.spec.map(|s| s.log_priority), Some(6));
+        let uploaded = old_agent
+            .upload_device_logs(old::UploadDeviceLogsRequest {
+                name: device.name.clone(),
+                entries: vec![old::LogEntry {
+                    priority: 2,
+                    unit: "sshd.service".into(),
+                    message: "hello".into(),
+                    time: None,
+                }],
+            })
+            .await?
+            .into_inner();
+        assert_eq!(uploaded.accepted, 1, "{initial}");
+        let own = old_agent
+            .get_device(old::GetDeviceRequest {
+                name: device.name.clone(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        assert_eq!(own.name, device.name);
+        sandbox.stop().await?;
+    }
+    Ok(())
+}

@@ -3,13 +3,10 @@
 
 use fleetlog_events::{StorageKey, resource_name};
 use fleetlog_proto::devices::v1::device_service_server::DeviceService;
-use std::time::{Duration, SystemTime};
-
-use fleetlog_proto::devices::v1::device::status::DeviceInfo;
 use fleetlog_proto::devices::v1::{
     BatchGetDevicesRequest, BatchGetDevicesResponse, CreateDeviceRequest, DeleteDeviceRequest,
     Device, DeviceChange, DeviceConfig, GetDeviceConfigRequest, GetDeviceRequest, HeartbeatRequest,
-    HeartbeatResponse, ListDevicesRequest, ListDevicesResponse, LogEntry,
+    HeartbeatResponse, ListDevicesRequest, ListDevicesResponse,
     ProvisionServiceAccountToDeviceRequest, ProvisionServiceAccountToDeviceResponse,
     QueryDeviceLogsRequest, QueryDeviceLogsResponse, RemoveServiceAccountFromDeviceRequest,
     UpdateDeviceRequest, UploadDeviceLogsRequest, UploadDeviceLogsResponse, WatchDeviceRequest,
@@ -19,10 +16,8 @@ use fleetlog_proto::devices::v1alpha2;
 use futures::StreamExt;
 use prost_reflect::ReflectMessage;
 
-use super::logs::{self, DeviceLogs, MAX_ENTRIES_PER_UPLOAD, MAX_MESSAGE_BYTES};
-use super::provisioning::{Provisioning, Who};
+use super::agent::{Beat, DeviceAgent};
 use super::v1alpha2::{Down, Up};
-use crate::auth::{ACTOR, Access, Caller};
 use crate::engine::versioned::{Transform, Versioned};
 use crate::engine::{FieldViolation, Resource, Wire, decode_own_version};
 use crate::error::ServiceError;
@@ -126,113 +121,13 @@ fn is_unit_name(unit: &str) -> bool {
 /// the agent's custom actions.
 pub struct DeviceApi {
     engine: Versioned<Down, Up>,
-    flow: Provisioning,
-    logs: DeviceLogs,
-    /// A device whose agent sends nothing for this long is offline.
-    heartbeat_timeout: Duration,
+    agent: DeviceAgent,
 }
 
 impl DeviceApi {
-    pub fn new(
-        engine: Versioned<Down, Up>,
-        flow: Provisioning,
-        logs: DeviceLogs,
-        heartbeat_timeout: Duration,
-    ) -> Self {
-        DeviceApi {
-            engine,
-            flow,
-            logs,
-            heartbeat_timeout,
-        }
+    pub fn new(engine: Versioned<Down, Up>, agent: DeviceAgent) -> Self {
+        DeviceApi { engine, agent }
     }
-
-    /// Records one heartbeat: online, what the agent reports, the time.
-    /// Written when something changed or the last write is `refresh` old,
-    /// so a steady heartbeat is not an event per beat.
-    async fn beat(
-        &self,
-        caller: &Caller,
-        name: &DeviceName,
-        device: &Device,
-        reported: Option<DeviceInfo>,
-        refresh: Duration,
-    ) -> Result<Option<Device>, ServiceError> {
-        let status = device.status.clone().unwrap_or_default();
-        let stale = status.last_heartbeat_time.is_none_or(|t| {
-            let last =
-                std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(t.seconds).unwrap_or(0));
-            SystemTime::now().duration_since(last).unwrap_or_default() >= refresh
-        });
-        let changed = reported
-            .as_ref()
-            .is_some_and(|r| status.device_info.as_ref() != Some(r));
-        if status.online && !stale && !changed {
-            return Ok(None);
-        }
-        let account = caller.account().map(ToString::to_string);
-        let written = self
-            .flow
-            .devices
-            .act(&name.to_string(), HEARTBEAT, 0, "", |d| {
-                if d.acting_account() != account.as_deref() {
-                    return Err(ServiceError::PermissionDenied(format!(
-                        "{name} no longer accepts this key"
-                    )));
-                }
-                let status = d.status.get_or_insert_with(Default::default);
-                status.online = true;
-                if let Some(info) = &reported {
-                    status.device_info = Some(info.clone());
-                }
-                status.last_heartbeat_time = Some(SystemTime::now().into());
-                Ok(())
-            })
-            .await?;
-        Ok(Some(written))
-    }
-}
-
-/// The action names heartbeats record.
-const HEARTBEAT: &str = "Heartbeat";
-const HEARTBEAT_STOPPED: &str = "HeartbeatStopped";
-/// Most bytes of one log entry's message, and of a unit name.
-const MAX_UNIT_NAME: usize = 256;
-
-fn check_entries(entries: &[LogEntry]) -> Result<(), ServiceError> {
-    if entries.len() > MAX_ENTRIES_PER_UPLOAD {
-        return Err(ServiceError::invalid(
-            "entries",
-            format!(
-                "at most {MAX_ENTRIES_PER_UPLOAD} per upload, got {}",
-                entries.len()
-            ),
-        ));
-    }
-    for (i, entry) in entries.iter().enumerate() {
-        if !(0..=MAX_LOG_PRIORITY).contains(&entry.priority) {
-            return Err(ServiceError::invalid(
-                format!("entries[{i}].priority"),
-                format!(
-                    "must be 0 to {MAX_LOG_PRIORITY} (journald levels), got {}",
-                    entry.priority
-                ),
-            ));
-        }
-        if entry.message.len() > MAX_MESSAGE_BYTES {
-            return Err(ServiceError::invalid(
-                format!("entries[{i}].message"),
-                format!("at most {MAX_MESSAGE_BYTES} bytes"),
-            ));
-        }
-        if entry.unit.len() > MAX_UNIT_NAME {
-            return Err(ServiceError::invalid(
-                format!("entries[{i}].unit"),
-                format!("at most {MAX_UNIT_NAME} bytes"),
-            ));
-        }
-    }
-    Ok(())
 }
 
 crate::standard_service! {
@@ -258,10 +153,7 @@ crate::standard_service! {
     ) -> Result<tonic::Response<ProvisionServiceAccountToDeviceResponse>, tonic::Status> {
         let caller = self.engine.context().caller(&request)?;
         let r = request.into_inner();
-        let (name, _) = self.flow.device_for(&caller, Who::Role(Access::Write), &r.name).await?;
-        let done = ACTOR
-            .scope(caller.actor(), self.flow.provision_account(&name, &r.request_id, |_| {}))
-            .await?;
+        let done = self.agent.provision_account(&caller, &r.name, &r.request_id).await?;
         Ok(tonic::Response::new(ProvisionServiceAccountToDeviceResponse {
             device: Some(done.device),
             service_account_key: Some(done.key),
@@ -274,10 +166,7 @@ crate::standard_service! {
     ) -> Result<tonic::Response<Device>, tonic::Status> {
         let caller = self.engine.context().caller(&request)?;
         let r = request.into_inner();
-        let (name, _) = self.flow.device_for(&caller, Who::Role(Access::Write), &r.name).await?;
-        let device = ACTOR
-            .scope(caller.actor(), self.flow.remove_device_account(&name, &r.request_id))
-            .await?;
+        let device = self.agent.remove_account(&caller, &r.name, &r.request_id).await?;
         Ok(tonic::Response::new(device))
     }
 
@@ -286,53 +175,10 @@ crate::standard_service! {
         request: tonic::Request<tonic::Streaming<HeartbeatRequest>>,
     ) -> Result<tonic::Response<HeartbeatResponse>, tonic::Status> {
         let caller = self.engine.context().caller(&request)?;
-        let mut beats = request.into_inner();
-        let refresh = self.heartbeat_timeout / 2;
-        let mut agent_of: Option<DeviceName> = None;
-        let mut revision = 0;
-        let outcome: Result<(), ServiceError> = ACTOR
-            .scope(caller.actor(), async {
-                loop {
-                    let beat = match tokio::time::timeout(self.heartbeat_timeout, beats.message()).await {
-                        Ok(Ok(Some(beat))) => beat,
-                        // The agent went quiet, hung up or its connection broke.
-                        Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return Ok(()),
-                    };
-                    if let Some(name) = &agent_of
-                        && beat.name != name.to_string()
-                    {
-                        return Err(ServiceError::invalid(
-                            "name",
-                            format!("one heartbeat stream reports one device ({name})"),
-                        ));
-                    }
-                    let (name, device) = self.flow.device_for(&caller, Who::Agent, &beat.name).await?;
-                    let reported = beat.status.and_then(|s| s.device_info);
-                    if let Some(written) = self.beat(&caller, &name, &device, reported, refresh).await? {
-                        revision = written.metadata.as_ref().map_or(revision, |m| m.revision);
-                    } else {
-                        revision = device.metadata.as_ref().map_or(revision, |m| m.revision);
-                    }
-                    agent_of = Some(name);
-                }
-            })
-            .await;
-        if let Some(name) = &agent_of {
-            // Heartbeats stopped: the device is offline until they resume.
-            let offline = self
-                .flow
-                .devices
-                .act(&name.to_string(), HEARTBEAT_STOPPED, 0, "", |d| {
-                    d.status.get_or_insert_with(Default::default).online = false;
-                    Ok(())
-                })
-                .await;
-            match offline {
-                Ok(written) => revision = written.metadata.as_ref().map_or(revision, |m| m.revision),
-                Err(e) => tracing::warn!(device = %name, error = %e, "could not mark a device offline"),
-            }
-        }
-        outcome?;
+        let beats = request
+            .into_inner()
+            .map(|beat| beat.map(|b| Beat { name: b.name, info: b.status.and_then(|s| s.device_info) }));
+        let revision = self.agent.heartbeats(&caller, beats).await?;
         Ok(tonic::Response::new(HeartbeatResponse { revision }))
     }
 
@@ -342,17 +188,7 @@ crate::standard_service! {
     ) -> Result<tonic::Response<DeviceConfig>, tonic::Status> {
         let caller = self.engine.context().caller(&request)?;
         let r = request.into_inner();
-        let (name, device) = self
-            .flow
-            .device_for(&caller, Who::AgentOrRole(Access::Read), &r.name)
-            .await?;
-        let metadata = device.metadata.unwrap_or_default();
-        Ok(tonic::Response::new(DeviceConfig {
-            name: name.to_string(),
-            labels: metadata.labels,
-            spec: device.spec,
-            revision: metadata.revision,
-        }))
+        Ok(tonic::Response::new(self.agent.config(&caller, &r.name).await?))
     }
 
     async fn upload_device_logs(
@@ -361,20 +197,7 @@ crate::standard_service! {
     ) -> Result<tonic::Response<UploadDeviceLogsResponse>, tonic::Status> {
         let caller = self.engine.context().caller(&request)?;
         let r = request.into_inner();
-        let (name, device) = self
-            .flow
-            .device_for(&caller, Who::AgentOrRole(Access::Write), &r.name)
-            .await?;
-        check_entries(&r.entries)?;
-        let config = device.spec.as_ref().and_then(|s| s.logging_config.as_ref());
-        let (accepted, filtered) = self
-            .logs
-            .upload(&Device::storage_key(&name), config, r.entries)
-            .await?;
-        Ok(tonic::Response::new(UploadDeviceLogsResponse {
-            accepted: i32::try_from(accepted).unwrap_or(i32::MAX),
-            filtered: i32::try_from(filtered).unwrap_or(i32::MAX),
-        }))
+        Ok(tonic::Response::new(self.agent.upload(&caller, &r.name, r.entries).await?))
     }
 
     type QueryDeviceLogsStream = std::pin::Pin<Box<
@@ -386,31 +209,7 @@ crate::standard_service! {
         request: tonic::Request<QueryDeviceLogsRequest>,
     ) -> Result<tonic::Response<Self::QueryDeviceLogsStream>, tonic::Status> {
         let caller = self.engine.context().caller(&request)?;
-        let r = request.into_inner();
-        let (name, _) = self
-            .flow
-            .device_for(&caller, Who::Role(Access::Read), &r.name)
-            .await?;
-        if let Some(min) = r.min_priority
-            && !(0..=MAX_LOG_PRIORITY).contains(&min)
-        {
-            return Err(ServiceError::invalid(
-                "min_priority",
-                format!("must be 0 to {MAX_LOG_PRIORITY} (journald levels), got {min}"),
-            )
-            .into());
-        }
-        let since = r
-            .since
-            .map(|t| {
-                time::OffsetDateTime::from_unix_timestamp(t.seconds)
-                    .map_err(|e| ServiceError::invalid("since", e.to_string()))
-            })
-            .transpose()?;
-        let batches = self
-            .logs
-            .query(&Device::storage_key(&name), since, logs::wanted(r.units, r.min_priority))
-            .await?;
+        let batches = self.agent.query(&caller, request.into_inner()).await?;
         Ok(tonic::Response::new(Box::pin(
             batches.map(|batch| batch.map_err(tonic::Status::from)),
         )))

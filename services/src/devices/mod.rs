@@ -1,10 +1,12 @@
 //! The Devices service: its resources' declarations, their API versions
 //! and custom actions.
 
+pub mod agent;
 pub mod device;
 pub mod logs;
 pub mod provisioning;
 pub mod v1alpha2;
+pub mod v1alpha2_provisioning;
 
 use std::sync::Arc;
 
@@ -38,6 +40,8 @@ pub struct Apis {
     pub device_v1alpha2: v1alpha2::DeviceApi,
     pub policies: provisioning::ProvisioningPolicyApi,
     pub approval_requests: provisioning::ProvisioningApprovalRequestApi,
+    pub policies_v1alpha2: v1alpha2_provisioning::ProvisioningPolicyApi,
+    pub approval_requests_v1alpha2: v1alpha2_provisioning::ProvisioningApprovalRequestApi,
 }
 
 /// The gRPC services of every API version, sharing one context; `iam`
@@ -64,10 +68,19 @@ pub fn apis(
         false,
     );
     let flow = provisioning::Provisioning::new(ctx.clone(), iam.clone());
+    let agent = agent::DeviceAgent::new(flow.clone(), logs, heartbeat_timeout);
     Apis {
-        device_v1: device::DeviceApi::new(v1, flow.clone(), logs, heartbeat_timeout),
-        device_v1alpha2: v1alpha2::DeviceApi::new(old),
+        device_v1: device::DeviceApi::new(v1, agent.clone()),
+        device_v1alpha2: v1alpha2::DeviceApi::new(
+            old,
+            agent,
+            v1alpha2::Up::new(ctx.region.clone()),
+        ),
         policies: provisioning::ProvisioningPolicyApi::new(flow.clone()),
-        approval_requests: provisioning::ProvisioningApprovalRequestApi::new(flow),
+        approval_requests: provisioning::ProvisioningApprovalRequestApi::new(flow.clone()),
+        policies_v1alpha2: v1alpha2_provisioning::ProvisioningPolicyApi::new(ctx, flow.clone()),
+        approval_requests_v1alpha2: v1alpha2_provisioning::ProvisioningApprovalRequestApi::new(
+            ctx, flow,
+        ),
     }
 }

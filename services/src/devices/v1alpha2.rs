@@ -10,11 +10,16 @@ use fleetlog_proto::devices::v1;
 use fleetlog_proto::devices::v1alpha2::device_service_server::DeviceService;
 use fleetlog_proto::devices::v1alpha2::{
     BatchGetDevicesRequest, BatchGetDevicesResponse, CreateDeviceRequest, DeleteDeviceRequest,
-    Device, DeviceChange, GetDeviceRequest, ListDevicesRequest, ListDevicesResponse,
-    UpdateDeviceRequest, WatchDeviceRequest, WatchDeviceResponse, WatchDevicesRequest,
-    WatchDevicesResponse, device,
+    Device, DeviceChange, DeviceConfig, GetDeviceConfigRequest, GetDeviceRequest, HeartbeatRequest,
+    HeartbeatResponse, ListDevicesRequest, ListDevicesResponse,
+    ProvisionServiceAccountToDeviceRequest, ProvisionServiceAccountToDeviceResponse,
+    QueryDeviceLogsRequest, QueryDeviceLogsResponse, RemoveServiceAccountFromDeviceRequest,
+    ServiceAccountKey, UpdateDeviceRequest, UploadDeviceLogsRequest, UploadDeviceLogsResponse,
+    WatchDeviceRequest, WatchDeviceResponse, WatchDevicesRequest, WatchDevicesResponse, device,
 };
+use futures::StreamExt;
 
+use super::agent::{Beat, DeviceAgent};
 use super::device::{DeviceName as V1DeviceName, DeviceParent as V1DeviceParent};
 use crate::engine::Resource;
 use crate::engine::versioned::{Transform, Versioned};
@@ -74,9 +79,10 @@ impl Up {
 #[derive(Clone, Copy, Debug)]
 pub struct Down;
 
-/// `Status` has the same fields and numbers in both versions: re-decoding
-/// its encoding converts it without listing every nested field twice.
-fn same_shape<A: prost::Message, B: prost::Message + Default>(a: &A) -> B {
+/// `Status` (and the log messages) have the same fields and numbers in both
+/// versions: re-decoding the encoding converts them without listing every
+/// nested field twice.
+pub fn same_shape<A: prost::Message, B: prost::Message + Default>(a: &A) -> B {
     B::decode(a.encode_to_vec().as_slice()).unwrap_or_default()
 }
 
@@ -191,11 +197,31 @@ impl Transform for Down {
 /// natively from the v1alpha2 projection while the region is on v1alpha2.
 pub struct DeviceApi {
     engine: Versioned<Up, Down>,
+    agent: DeviceAgent,
+    up: Up,
 }
 
 impl DeviceApi {
-    pub fn new(engine: Versioned<Up, Down>) -> Self {
-        DeviceApi { engine }
+    pub fn new(engine: Versioned<Up, Down>, agent: DeviceAgent, up: Up) -> Self {
+        DeviceApi { engine, agent, up }
+    }
+
+    /// A v1alpha2 device name as v1 names it (a malformed one stays as sent:
+    /// the v1 side reports it, naming the same field).
+    fn v1_name(&self, name: &str) -> String {
+        match name.parse::<DeviceName>() {
+            Ok(parsed) => self.up.name(&parsed).to_string(),
+            Err(_) => name.to_owned(),
+        }
+    }
+}
+
+/// The agent's key as v1alpha2 carries it.
+pub fn key_down(key: v1::ServiceAccountKey) -> ServiceAccountKey {
+    ServiceAccountKey {
+        service_account: key.service_account,
+        key_name: key.key_name,
+        key: key.key,
     }
 }
 
@@ -214,6 +240,105 @@ crate::standard_service! {
         create: create_device(CreateDeviceRequest),
         update: update_device(UpdateDeviceRequest),
         delete: delete_device(DeleteDeviceRequest),
+    }
+
+    async fn provision_service_account_to_device(
+        &self,
+        request: tonic::Request<ProvisionServiceAccountToDeviceRequest>,
+    ) -> Result<tonic::Response<ProvisionServiceAccountToDeviceResponse>, tonic::Status> {
+        let caller = self.engine.context().caller(&request)?;
+        let r = request.into_inner();
+        let done = self
+            .agent
+            .provision_account(&caller, &self.v1_name(&r.name), &r.request_id)
+            .await?;
+        Ok(tonic::Response::new(ProvisionServiceAccountToDeviceResponse {
+            device: Some(Down.resource(done.device)),
+            service_account_key: Some(key_down(done.key)),
+        }))
+    }
+
+    async fn remove_service_account_from_device(
+        &self,
+        request: tonic::Request<RemoveServiceAccountFromDeviceRequest>,
+    ) -> Result<tonic::Response<Device>, tonic::Status> {
+        let caller = self.engine.context().caller(&request)?;
+        let r = request.into_inner();
+        let device = self
+            .agent
+            .remove_account(&caller, &self.v1_name(&r.name), &r.request_id)
+            .await?;
+        Ok(tonic::Response::new(Down.resource(device)))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: tonic::Request<tonic::Streaming<HeartbeatRequest>>,
+    ) -> Result<tonic::Response<HeartbeatResponse>, tonic::Status> {
+        let caller = self.engine.context().caller(&request)?;
+        let beats = request.into_inner().map(|beat| {
+            beat.map(|b| Beat {
+                name: self.v1_name(&b.name),
+                info: b.status.and_then(|s| s.device_info).as_ref().map(same_shape),
+            })
+        });
+        let revision = self.agent.heartbeats(&caller, beats).await?;
+        Ok(tonic::Response::new(HeartbeatResponse { revision }))
+    }
+
+    async fn get_device_config(
+        &self,
+        request: tonic::Request<GetDeviceConfigRequest>,
+    ) -> Result<tonic::Response<DeviceConfig>, tonic::Status> {
+        let caller = self.engine.context().caller(&request)?;
+        let r = request.into_inner();
+        let config = self.agent.config(&caller, &self.v1_name(&r.name)).await?;
+        let device = Down.resource(v1::Device {
+            name: config.name,
+            spec: config.spec,
+            ..Default::default()
+        });
+        Ok(tonic::Response::new(DeviceConfig {
+            name: device.name,
+            labels: config.labels,
+            spec: device.spec,
+            revision: config.revision,
+        }))
+    }
+
+    async fn upload_device_logs(
+        &self,
+        request: tonic::Request<UploadDeviceLogsRequest>,
+    ) -> Result<tonic::Response<UploadDeviceLogsResponse>, tonic::Status> {
+        let caller = self.engine.context().caller(&request)?;
+        let r = request.into_inner();
+        let entries = r.entries.iter().map(same_shape).collect();
+        let done = self.agent.upload(&caller, &self.v1_name(&r.name), entries).await?;
+        Ok(tonic::Response::new(same_shape(&done)))
+    }
+
+    type QueryDeviceLogsStream = std::pin::Pin<Box<
+        dyn futures::Stream<Item = Result<QueryDeviceLogsResponse, tonic::Status>> + Send + 'static,
+    >>;
+
+    async fn query_device_logs(
+        &self,
+        request: tonic::Request<QueryDeviceLogsRequest>,
+    ) -> Result<tonic::Response<Self::QueryDeviceLogsStream>, tonic::Status> {
+        let caller = self.engine.context().caller(&request)?;
+        let r = request.into_inner();
+        let query = v1::QueryDeviceLogsRequest {
+            name: self.v1_name(&r.name),
+            since: r.since,
+            units: r.units,
+            min_priority: r.min_priority,
+        };
+        let batches = self.agent.query(&caller, query).await?;
+        Ok(tonic::Response::new(Box::pin(batches.map(|batch| {
+            batch
+                .map(|b| same_shape::<_, QueryDeviceLogsResponse>(&b))
+                .map_err(tonic::Status::from)
+        }))))
     }
 }
 

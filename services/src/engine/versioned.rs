@@ -80,7 +80,9 @@ where
     /// The projection to read and whether it is in this API's version.
     fn read_at(&self) -> (Arc<Projection>, bool) {
         let projection = self.native.projection();
-        let native = projection.api_version() == F::From::API_VERSION;
+        // A type that exists in the other version only is stored there in
+        // every projection.
+        let native = projection.api_version() == F::From::API_VERSION && !F::To::ONE_VERSION;
         (projection, native)
     }
 

@@ -21,6 +21,8 @@ use fleetlog_proto::devices::v1::device_service_server::DeviceServiceServer;
 use fleetlog_proto::devices::v1::provisioning_approval_request_service_server::ProvisioningApprovalRequestServiceServer;
 use fleetlog_proto::devices::v1::provisioning_policy_service_server::ProvisioningPolicyServiceServer;
 use fleetlog_proto::devices::v1alpha2::device_service_server::DeviceServiceServer as V1alpha2DeviceServiceServer;
+use fleetlog_proto::devices::v1alpha2::provisioning_approval_request_service_server::ProvisioningApprovalRequestServiceServer as V1alpha2ProvisioningApprovalRequestServiceServer;
+use fleetlog_proto::devices::v1alpha2::provisioning_policy_service_server::ProvisioningPolicyServiceServer as V1alpha2ProvisioningPolicyServiceServer;
 use fleetlog_proto::iam::v1::role_binding_service_server::RoleBindingServiceServer;
 use fleetlog_proto::iam::v1::service_account_service_server::ServiceAccountServiceServer;
 use fleetlog_proto::meta::v1::Deployment;
@@ -57,6 +59,8 @@ const SERVICE_NAMES: &[&str] = &[
     "fleetlog.meta.v1.DeploymentService",
     "fleetlog.devices.v1.ProvisioningPolicyService",
     "fleetlog.devices.v1.ProvisioningApprovalRequestService",
+    "fleetlog.devices.v1alpha2.ProvisioningPolicyService",
+    "fleetlog.devices.v1alpha2.ProvisioningApprovalRequestService",
     "fleetlog.iam.v1.ServiceAccountService",
     "fleetlog.iam.v1.RoleBindingService",
 ];
@@ -278,6 +282,16 @@ async fn serve(
         .add_service(
             ProvisioningApprovalRequestServiceServer::new(devices_apis.approval_requests)
                 .max_decoding_message_size(limit),
+        )
+        .add_service(
+            V1alpha2ProvisioningPolicyServiceServer::new(devices_apis.policies_v1alpha2)
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            V1alpha2ProvisioningApprovalRequestServiceServer::new(
+                devices_apis.approval_requests_v1alpha2,
+            )
+            .max_decoding_message_size(limit),
         )
         .add_service(
             ServiceAccountServiceServer::new(ServiceAccountApi::new(iam_ctx.clone()))
