@@ -30,6 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .configure(&mut config, &protos, &includes)?;
 
     tonic_prost_build::configure()
+        .codec_path("crate::codec::FleetlogCodec")
         .file_descriptor_set_path(&descriptor_path)
         .compile_with_config(config, &protos, &includes)?;
 

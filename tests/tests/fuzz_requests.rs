@@ -409,3 +409,101 @@ fn oversized_requests_are_refused_before_decoding() -> anyhow::Result<()> {
         sandbox.stop().await
     })
 }
+
+/// Sends bytes as they are: the payload need not be a valid message.
+#[derive(Clone, Default)]
+struct RawCodec;
+
+struct RawEncoder;
+struct RawDecoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+#[test]
+fn arbitrary_bytes_get_an_api_code() -> anyhow::Result<()> {
+    const METHODS: &[&str] = &[
+        "/fleetlog.devices.v1.DeviceService/CreateDevice",
+        "/fleetlog.devices.v1.DeviceService/ListDevices",
+        "/fleetlog.devices.v1.DeviceService/UploadDeviceLogs",
+        "/fleetlog.devices.v1.ProvisioningPolicyService/CreateProvisioningPolicy",
+        "/fleetlog.iam.v1.RoleBindingService/CreateRoleBinding",
+        "/fleetlog.meta.v1.DeploymentService/BeginUpgrade",
+    ];
+    let runtime = tokio::runtime::Runtime::new()?;
+    let sandbox = runtime.block_on(Sandbox::start())?;
+    let channel = runtime.block_on(fleetlog_tests::admin(sandbox.grpc_url()))?;
+    let mut runner = TestRunner::new(Config {
+        cases: 300,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(
+        &(0..METHODS.len(), prop::collection::vec(any::<u8>(), 0..200)),
+        |(method, payload)| {
+            let answered = runtime.block_on(async {
+                let mut grpc = tonic::client::Grpc::new(channel.clone());
+                grpc.ready()
+                    .await
+                    .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+                grpc.unary::<_, Vec<u8>, _>(
+                    tonic::Request::new(payload.clone()),
+                    tonic::codegen::http::uri::PathAndQuery::from_static(METHODS[method]),
+                    RawCodec,
+                )
+                .await
+            });
+            let code = answered.err().map_or(Code::Ok, |s| s.code());
+            if API_CODES.contains(&code) {
+                Ok(())
+            } else {
+                Err(TestCaseError::fail(format!(
+                    "{code:?} is not an API.md code, for {} with {payload:?}",
+                    METHODS[method]
+                )))
+            }
+        },
+    );
+    runtime.block_on(sandbox.stop())?;
+    result.map_err(|e| anyhow::anyhow!("{e}"))
+}
