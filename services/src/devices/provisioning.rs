@@ -201,6 +201,43 @@ pub struct Provisioning {
     pub accounts: Accounts,
 }
 
+/// A resource a service account acts for (a device's agent, a policy's
+/// registering agents): `spec.service_account` names it.
+pub trait ActsAs: Resource {
+    fn bound_account(&self) -> &str;
+    fn bound_account_mut(&mut self) -> &mut String;
+}
+
+impl ActsAs for Device {
+    fn bound_account(&self) -> &str {
+        self.spec
+            .as_ref()
+            .map_or("", |s| s.service_account.as_str())
+    }
+
+    fn bound_account_mut(&mut self) -> &mut String {
+        &mut self
+            .spec
+            .get_or_insert_with(Default::default)
+            .service_account
+    }
+}
+
+impl ActsAs for ProvisioningPolicy {
+    fn bound_account(&self) -> &str {
+        self.spec
+            .as_ref()
+            .map_or("", |s| s.service_account.as_str())
+    }
+
+    fn bound_account_mut(&mut self) -> &mut String {
+        &mut self
+            .spec
+            .get_or_insert_with(Default::default)
+            .service_account
+    }
+}
+
 /// Who may call a device's custom action.
 #[derive(Clone, Copy, Debug)]
 pub enum Who {
@@ -314,46 +351,145 @@ impl Provisioning {
         request_id: &str,
         also: impl Fn(&mut Device) + Send + Sync,
     ) -> Result<Provisioned, ServiceError> {
-        let account = ServiceAccountName {
-            project: device.project.clone(),
-            service_account: crate::auth::random_id("dev-", 12)?,
-        };
-        self.accounts
-            .ensure_account(&account, format!("agent of {device}"))
+        let (updated, key) = self
+            .bind_new_account(&self.devices, device, "dev-", request_id, also)
             .await?;
-        let key = self.accounts.issue_key(&account).await?;
-        // `act` may re-run its closure on newer state; what the written
-        // event replaced is what its last run saw.
-        let replaced = std::sync::Mutex::new(String::new());
-        let updated = self
-            .devices
-            .act(
-                &device.to_string(),
-                ACTION_PROVISION_SERVICE_ACCOUNT,
-                0,
-                request_id,
-                |d| {
-                    also(d);
-                    let spec = d.spec.get_or_insert_with(Default::default);
-                    let before = std::mem::replace(&mut spec.service_account, account.to_string());
-                    if let Ok(mut replaced) = replaced.lock() {
-                        *replaced = before;
-                    }
-                    Ok(())
-                },
-            )
-            .await?;
-        let replaced = replaced.into_inner().unwrap_or_default();
-        self.retire_account(&replaced, &account.to_string()).await;
         self.settle(&updated).await?;
         Ok(Provisioned {
             device: updated,
-            key: ServiceAccountKey {
+            key,
+        })
+    }
+
+    /// Removes the device's service account: its keys are refused at once.
+    pub async fn remove_device_account(
+        &self,
+        device: &DeviceName,
+        request_id: &str,
+    ) -> Result<Device, ServiceError> {
+        let updated = self
+            .unbind_account(&self.devices, device, request_id)
+            .await?;
+        self.settle(&updated).await?;
+        Ok(updated)
+    }
+
+    /// Gives the policy a new service account and key (replacing the one
+    /// it had).
+    pub async fn provision_policy_account(
+        &self,
+        policy: &ProvisioningPolicyName,
+        request_id: &str,
+    ) -> Result<(ProvisioningPolicy, ServiceAccountKey), ServiceError> {
+        self.bind_new_account(&self.policies, policy, "pol-", request_id, |_| {})
+            .await
+    }
+
+    pub async fn remove_policy_account(
+        &self,
+        policy: &ProvisioningPolicyName,
+        request_id: &str,
+    ) -> Result<ProvisioningPolicy, ServiceError> {
+        self.unbind_account(&self.policies, policy, request_id)
+            .await
+    }
+
+    /// Makes a service account (ID `prefix` + random hex) with a key in the
+    /// resource's project, names it in the resource (with `also`'s changes,
+    /// in one event) and removes the account the resource named before.
+    async fn bind_new_account<R: ActsAs>(
+        &self,
+        engine: &Engine<R>,
+        name: &R::Name,
+        prefix: &str,
+        request_id: &str,
+        also: impl Fn(&mut R) + Send + Sync,
+    ) -> Result<(R, ServiceAccountKey), ServiceError> {
+        let project = name.project().ok_or_else(|| {
+            ServiceError::Internal(format!("{name} has no project for its service account"))
+        })?;
+        let account = ServiceAccountName {
+            project: project.clone(),
+            service_account: crate::auth::random_id(prefix, 12)?,
+        };
+        self.accounts
+            .ensure_account(&account, format!("acts as {name}"))
+            .await?;
+        let key = self.accounts.issue_key(&account).await?;
+        let (updated, replaced) = self
+            .swap_account(
+                engine,
+                name,
+                ACTION_PROVISION_SERVICE_ACCOUNT,
+                request_id,
+                |r| {
+                    also(r);
+                    Ok(account.to_string())
+                },
+            )
+            .await?;
+        self.retire_account(&replaced, &account.to_string()).await;
+        Ok((
+            updated,
+            ServiceAccountKey {
                 service_account: account.to_string(),
                 key_name: key.name.to_string(),
                 key: key.text,
             },
-        })
+        ))
+    }
+
+    /// Clears the resource's service account and removes the account.
+    async fn unbind_account<R: ActsAs>(
+        &self,
+        engine: &Engine<R>,
+        name: &R::Name,
+        request_id: &str,
+    ) -> Result<R, ServiceError> {
+        let (updated, replaced) = self
+            .swap_account(
+                engine,
+                name,
+                ACTION_REMOVE_SERVICE_ACCOUNT,
+                request_id,
+                |r| {
+                    if r.bound_account().is_empty() {
+                        return Err(ServiceError::FailedPrecondition(format!(
+                            "{name} has no service account"
+                        )));
+                    }
+                    Ok(String::new())
+                },
+            )
+            .await?;
+        self.retire_account(&replaced, "").await;
+        Ok(updated)
+    }
+
+    /// Sets the resource's service account to what `next` decides, in one
+    /// action event; returns the resource and the account it replaced.
+    async fn swap_account<R: ActsAs>(
+        &self,
+        engine: &Engine<R>,
+        name: &R::Name,
+        action: &str,
+        request_id: &str,
+        next: impl Fn(&mut R) -> Result<String, ServiceError> + Send + Sync,
+    ) -> Result<(R, String), ServiceError> {
+        // `act` may re-run its closure on newer state; what the written
+        // event replaced is what its last run saw.
+        let replaced = std::sync::Mutex::new(String::new());
+        let updated = engine
+            .act(&name.to_string(), action, 0, request_id, |r| {
+                let account = next(r)?;
+                let before = std::mem::replace(r.bound_account_mut(), account);
+                if let Ok(mut replaced) = replaced.lock() {
+                    *replaced = before;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok((updated, replaced.into_inner().unwrap_or_default()))
     }
 
     /// Removes an account a resource no longer names. Its keys are already
@@ -373,119 +509,6 @@ impl Provisioning {
                 tracing::warn!(account = previous, error = %e, "a resource named a malformed service account")
             }
         }
-    }
-
-    /// Removes the device's service account: its keys are refused at once.
-    pub async fn remove_device_account(
-        &self,
-        device: &DeviceName,
-        request_id: &str,
-    ) -> Result<Device, ServiceError> {
-        let replaced = std::sync::Mutex::new(String::new());
-        let updated = self
-            .devices
-            .act(
-                &device.to_string(),
-                ACTION_REMOVE_SERVICE_ACCOUNT,
-                0,
-                request_id,
-                |d| {
-                    let spec = d.spec.get_or_insert_with(Default::default);
-                    if spec.service_account.is_empty() {
-                        return Err(ServiceError::FailedPrecondition(format!(
-                            "{device} has no service account"
-                        )));
-                    }
-                    let before = std::mem::take(&mut spec.service_account);
-                    if let Ok(mut replaced) = replaced.lock() {
-                        *replaced = before;
-                    }
-                    Ok(())
-                },
-            )
-            .await?;
-        self.settle(&updated).await?;
-        let replaced = replaced.into_inner().unwrap_or_default();
-        self.retire_account(&replaced, "").await;
-        Ok(updated)
-    }
-
-    /// Gives the policy a new service account and key (replacing the one
-    /// it had).
-    pub async fn provision_policy_account(
-        &self,
-        policy: &ProvisioningPolicyName,
-        request_id: &str,
-    ) -> Result<(ProvisioningPolicy, ServiceAccountKey), ServiceError> {
-        let account = ServiceAccountName {
-            project: policy.project.clone(),
-            service_account: crate::auth::random_id("pol-", 12)?,
-        };
-        self.accounts
-            .ensure_account(&account, format!("agents registering through {policy}"))
-            .await?;
-        let key = self.accounts.issue_key(&account).await?;
-        let replaced = std::sync::Mutex::new(String::new());
-        let updated = self
-            .policies
-            .act(
-                &policy.to_string(),
-                ACTION_PROVISION_SERVICE_ACCOUNT,
-                0,
-                request_id,
-                |p| {
-                    let spec = p.spec.get_or_insert_with(Default::default);
-                    let before = std::mem::replace(&mut spec.service_account, account.to_string());
-                    if let Ok(mut replaced) = replaced.lock() {
-                        *replaced = before;
-                    }
-                    Ok(())
-                },
-            )
-            .await?;
-        let replaced = replaced.into_inner().unwrap_or_default();
-        self.retire_account(&replaced, &account.to_string()).await;
-        Ok((
-            updated,
-            ServiceAccountKey {
-                service_account: account.to_string(),
-                key_name: key.name.to_string(),
-                key: key.text,
-            },
-        ))
-    }
-
-    pub async fn remove_policy_account(
-        &self,
-        policy: &ProvisioningPolicyName,
-        request_id: &str,
-    ) -> Result<ProvisioningPolicy, ServiceError> {
-        let replaced = std::sync::Mutex::new(String::new());
-        let updated = self
-            .policies
-            .act(
-                &policy.to_string(),
-                ACTION_REMOVE_SERVICE_ACCOUNT,
-                0,
-                request_id,
-                |p| {
-                    let spec = p.spec.get_or_insert_with(Default::default);
-                    if spec.service_account.is_empty() {
-                        return Err(ServiceError::FailedPrecondition(format!(
-                            "{policy} has no service account"
-                        )));
-                    }
-                    let before = std::mem::take(&mut spec.service_account);
-                    if let Ok(mut replaced) = replaced.lock() {
-                        *replaced = before;
-                    }
-                    Ok(())
-                },
-            )
-            .await?;
-        let replaced = replaced.into_inner().unwrap_or_default();
-        self.retire_account(&replaced, "").await;
-        Ok(updated)
     }
 
     /// The device the hardware in `status` has under `policy`: created from
