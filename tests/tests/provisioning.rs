@@ -870,3 +870,49 @@ async fn provisioning_through_v1alpha2() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Only the provisioning actions bind an account: a client cannot make
+/// itself a device's agent through Create or Update.
+#[tokio::test]
+async fn create_and_update_ignore_a_bound_service_account() -> anyhow::Result<()> {
+    let sandbox = Sandbox::start().await?;
+    let mut admin = sandbox.client().await?;
+    let mut claimed = common::device(&[], 3);
+    if let Some(spec) = claimed.spec.as_mut() {
+        spec.service_account = "projects/p0/serviceAccounts/intruder".into();
+    }
+    let created = common::create(&mut admin, "d1", claimed.clone()).await?;
+    assert_eq!(
+        created.spec.as_ref().map(|s| s.service_account.as_str()),
+        Some("")
+    );
+    let bound = admin
+        .provision_service_account_to_device(ProvisionServiceAccountToDeviceRequest {
+            name: created.name.clone(),
+            request_id: String::new(),
+        })
+        .await?
+        .into_inner()
+        .service_account_key
+        .expect("key")
+        .service_account;
+    let updated = admin
+        .update_device(UpdateDeviceRequest {
+            device: Some(Device {
+                name: created.name.clone(),
+                ..claimed
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["spec".into()],
+            }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        updated.spec.map(|s| s.service_account),
+        Some(bound),
+        "the provisioned account stays"
+    );
+    sandbox.stop().await
+}

@@ -114,12 +114,21 @@ impl Cluster {
     /// Every call on it (the no-op health Check included, so comparisons
     /// stay fair) sends the key.
     pub async fn channel(&self) -> anyhow::Result<Authed> {
+        self.connect(self.bearer.clone()).await
+    }
+
+    /// Like [`Cluster::channel`], calling with `key` instead.
+    pub async fn channel_as(&self, key: &str) -> anyhow::Result<Authed> {
+        self.connect(Bearer::new(key)?).await
+    }
+
+    async fn connect(&self, bearer: Bearer) -> anyhow::Result<Authed> {
         let channel = Endpoint::from_shared(self.grpc_url.clone())?
             .tcp_nodelay(true)
             .connect()
             .await
             .with_context(|| format!("connecting to fleetd at {}", self.grpc_url))?;
-        Ok(InterceptedService::new(channel, self.bearer.clone()))
+        Ok(InterceptedService::new(channel, bearer))
     }
 
     pub fn stop(mut self) -> anyhow::Result<()> {

@@ -22,7 +22,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 
 use cluster::{Cluster, PeakRss};
-use phases::{commands, queries, replay, upgrade, watch};
+use phases::{access, commands, queries, replay, upgrade, watch};
 use report::{Machine, Memory, Report, Row};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -37,6 +37,7 @@ enum Preset {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Phase {
     Upgrade,
+    Access,
     Commands,
     Queries,
     Replay,
@@ -85,6 +86,7 @@ struct Args {
 
 struct Plan {
     upgrade: upgrade::Settings,
+    access: access::Settings,
     commands: commands::Settings,
     queries: queries::Settings,
     watch: watch::Settings,
@@ -97,6 +99,9 @@ impl Plan {
             upgrade: upgrade::Settings {
                 devices: if full { 10_000 } else { 200 },
                 writers: if full { 8 } else { 2 },
+            },
+            access: access::Settings {
+                gets: if full { 5000 } else { 100 },
             },
             commands: commands::Settings {
                 clients: args
@@ -182,6 +187,12 @@ async fn main() -> anyhow::Result<()> {
         upgrade::run(&cluster, &plan.upgrade, &mut rows).await?;
         show(&rows);
         measure("upgrade", "fleetd", fleetd);
+    }
+    if wanted(Phase::Access) {
+        reset(fleetd);
+        access::run(&cluster, &plan.access, &mut rows).await?;
+        show(&rows);
+        measure("access", "fleetd", fleetd);
     }
     if wanted(Phase::Commands) {
         reset(fleetd);

@@ -34,6 +34,8 @@ fn smoke_preset_reports_every_phase() -> anyhow::Result<()> {
         "compacted",
         "write pause at the switch",
         "delivery lag p99, 20 watchers",
+        "Get p50 as a device-operator service account",
+        "Get p99 as the device's own agent",
     ] {
         let row =
             figure(needle).ok_or_else(|| anyhow::anyhow!("no row for {needle:?}:\n{stdout}"))?;

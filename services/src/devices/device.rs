@@ -72,6 +72,10 @@ impl Resource for Device {
 
     crate::resource_fields!();
 
+    fn keep_output_only(&mut self, current: Option<&Self>) {
+        super::provisioning::keep_bound_account(self, current);
+    }
+
     fn acting_account(&self) -> Option<&str> {
         self.spec
             .as_ref()

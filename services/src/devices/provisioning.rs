@@ -72,6 +72,10 @@ impl Resource for ProvisioningPolicy {
 
     crate::resource_fields!();
 
+    fn keep_output_only(&mut self, current: Option<&Self>) {
+        keep_bound_account(self, current);
+    }
+
     fn validate(&self) -> Result<(), FieldViolation> {
         let spec = self.spec.clone().unwrap_or_default();
         if !matches!(
@@ -119,6 +123,31 @@ impl Resource for ProvisioningApprovalRequest {
     const AREA: Area = Area::Devices;
 
     crate::resource_fields!();
+
+    /// The agent's account and the device it collected are the collect
+    /// action's to set.
+    fn keep_output_only(&mut self, current: Option<&Self>) {
+        let account = current
+            .and_then(|c| c.spec.as_ref())
+            .map(|s| s.service_account.clone())
+            .unwrap_or_default();
+        let device = current
+            .and_then(|c| c.status.as_ref())
+            .map(|s| s.device.clone())
+            .unwrap_or_default();
+        if let Some(spec) = self.spec.as_mut() {
+            spec.service_account = account;
+        } else if !account.is_empty() {
+            self.spec
+                .get_or_insert_with(Default::default)
+                .service_account = account;
+        }
+        if let Some(status) = self.status.as_mut() {
+            status.device = device;
+        } else if !device.is_empty() {
+            self.status.get_or_insert_with(Default::default).device = device;
+        }
+    }
 
     fn validate(&self) -> Result<(), FieldViolation> {
         let conclusion = self.spec.as_ref().map_or(0, |s| s.conclusion);
@@ -235,6 +264,17 @@ impl ActsAs for ProvisioningPolicy {
             .spec
             .get_or_insert_with(Default::default)
             .service_account
+    }
+}
+
+/// Only the provisioning actions bind a service account: Create and Update
+/// keep the one `current` has (none on create).
+pub fn keep_bound_account<R: ActsAs>(resource: &mut R, current: Option<&R>) {
+    let kept = current
+        .map(|c| c.bound_account().to_owned())
+        .unwrap_or_default();
+    if kept != resource.bound_account() {
+        *resource.bound_account_mut() = kept;
     }
 }
 

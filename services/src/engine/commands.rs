@@ -58,6 +58,7 @@ impl<R: Resource> Engine<R> {
         let command = command_id(&request.request_id)?;
         let mut resource = request.resource.unwrap_or_default();
         resource.set_name(name.to_string());
+        resource.keep_output_only(None);
         self.validate(&resource)?;
         resource.check_references(&self.projection())?;
 
@@ -124,6 +125,7 @@ impl<R: Resource> Engine<R> {
                     .map_err(|e| ServiceError::Internal(format!("applying the update mask: {e}")))?
             };
             updated.set_name(name.to_string());
+            updated.keep_output_only(Some(current));
             self.validate(&updated)?;
             updated.check_references(&self.projection())?;
             self.stamp(&mut updated, current.metadata(), &key);
@@ -164,6 +166,7 @@ impl<R: Resource> Engine<R> {
                 _ if request.allow_missing && expected_revision == Revision::NONE => {
                     let mut created = patch.clone();
                     created.set_name(name.to_string());
+                    created.keep_output_only(None);
                     self.validate(&created)?;
                     self.stamp(&mut created, None, &key);
                     let expected = last.map_or(Revision::NONE, |e| e.revision);

@@ -84,6 +84,11 @@ pub trait Resource:
         None
     }
 
+    /// Resets the fields only actions may set (a bound service account) to
+    /// their `current` values (none on create): Create and Update ignore
+    /// what a client sent there.
+    fn keep_output_only(&mut self, _current: Option<&Self>) {}
+
     /// Rules beyond what the proto types express.
     fn validate(&self) -> Result<(), FieldViolation> {
         Ok(())

@@ -1,5 +1,6 @@
 //! One module per phase of issue 4's benchmark; each adds its rows.
 
+pub mod access;
 pub mod commands;
 pub mod queries;
 pub mod replay;
