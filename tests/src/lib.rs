@@ -228,7 +228,13 @@ pub struct FleetdProcess {
     child: Option<Child>,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The bootstrap admin key fleetd printed (only on a cluster's first
+    /// start without a configured key).
+    pub printed_admin_key: Option<String>,
 }
+
+/// What fleetd prints before the key it made on first start.
+const PRINTED_KEY: &str = "fleetd bootstrap admin key (shown once, keep it safe): ";
 
 impl FleetdProcess {
     /// Starts `fleetd <role>` with the given environment (on top of ports
@@ -252,18 +258,23 @@ impl FleetdProcess {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut sent = false;
+            let mut printed_key = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(key) = line.strip_prefix(PRINTED_KEY) {
+                    printed_key = Some(key.to_owned());
+                }
                 if !sent && let Some(addrs) = parse_ready_line(&line) {
-                    let _ = tx.send(addrs);
+                    let _ = tx.send((addrs, printed_key.take()));
                     sent = true;
                 }
             }
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok((grpc_addr, http_addr)) => Ok(FleetdProcess {
+            Ok(((grpc_addr, http_addr), printed_admin_key)) => Ok(FleetdProcess {
                 child: Some(child),
                 grpc_addr,
                 http_addr,
+                printed_admin_key,
             }),
             Err(_) => {
                 let _ = child.kill();

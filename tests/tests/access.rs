@@ -4,6 +4,7 @@
 mod common;
 
 use common::Sandbox;
+use fleetlog_proto::devices::v1::device_service_client::DeviceServiceClient;
 use fleetlog_proto::devices::v1::*;
 use fleetlog_proto::iam::v1::role_binding_service_client::RoleBindingServiceClient;
 use fleetlog_proto::iam::v1::service_account_service_client::ServiceAccountServiceClient;
@@ -364,4 +365,63 @@ async fn a_device_key_touches_only_its_own_device() -> anyhow::Result<()> {
     ];
     assert_eq!(touches, [Code::PermissionDenied; 5]);
     sandbox.stop().await
+}
+
+/// Without a configured key, the cluster's first fleetd makes the bootstrap
+/// admin key and prints it once; later starts print nothing and the key
+/// keeps working. Only its hash is in the log.
+#[tokio::test]
+async fn the_bootstrap_admin_key_is_made_once_and_shown_once() -> anyhow::Result<()> {
+    let nats = fleetlog_tests::NatsServer::start()?;
+    let data = tempfile::tempdir()?;
+    let env = vec![
+        ("FLEETLOG_NATS_URL", nats.url()),
+        ("FLEETLOG_DATA_DIR", data.path().display().to_string()),
+        ("FLEETLOG_REGION", "eu1".to_owned()),
+        // Empty means unset.
+        ("FLEETLOG_BOOTSTRAP_ADMIN_KEY", String::new()),
+    ];
+    let mut first = fleetlog_tests::FleetdProcess::start("all", &env)?;
+    let key = first
+        .printed_admin_key
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("the first start prints the bootstrap admin key"))?;
+    let list = |url: String, key: String| async move {
+        let mut client = DeviceServiceClient::new(fleetlog_tests::connect_as(url, &key).await?);
+        let listed = client
+            .list_devices(ListDevicesRequest {
+                parent: A.into(),
+                ..Default::default()
+            })
+            .await;
+        anyhow::Ok(code(listed))
+    };
+    assert_eq!(list(first.grpc_url(), key.clone()).await?, Code::Ok);
+    assert_eq!(
+        list(first.grpc_url(), fleetlog_tests::ADMIN_KEY.into()).await?,
+        Code::Unauthenticated,
+        "no other key is an admin"
+    );
+    first.terminate()?;
+
+    let second = fleetlog_tests::FleetdProcess::start("all", &env)?;
+    assert_eq!(second.printed_admin_key, None, "shown once");
+    assert_eq!(list(second.grpc_url(), key.clone()).await?, Code::Ok);
+
+    // The IAM stream holds the key's hash, never the key.
+    let client = nats.connect().await?;
+    let stream = async_nats::jetstream::new(client)
+        .get_stream("IAM_EU1")
+        .await?;
+    let secret = key.rsplit(':').next().unwrap_or_default().to_owned();
+    let info = stream.get_info().await?;
+    for sequence in 1..=info.state.last_sequence {
+        let message = stream.get_raw_message(sequence).await?;
+        let payload = String::from_utf8_lossy(&message.payload);
+        assert!(
+            !payload.contains(&secret),
+            "event {sequence} holds the secret"
+        );
+    }
+    Ok(())
 }

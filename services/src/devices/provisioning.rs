@@ -336,6 +336,39 @@ impl Provisioning {
         Ok((name, policy))
     }
 
+    /// An agent's registration through the policy `text` names: its key
+    /// must be the policy's, the policy in `mode`, and the agent must say
+    /// what hardware it runs on.
+    pub async fn agent_request(
+        &self,
+        caller: &Caller,
+        text: &str,
+        mode: Mode,
+        status: Option<DeviceStatus>,
+    ) -> Result<(ProvisioningPolicyName, ProvisioningPolicy, DeviceStatus), ServiceError> {
+        let (name, policy) = self.policy_for_agent(caller, "name", text).await?;
+        let actual =
+            Mode::try_from(policy.spec.as_ref().map_or(0, |s| s.mode)).unwrap_or(Mode::Unspecified);
+        if actual != mode {
+            let instead = match actual {
+                Mode::ManualApproval => "ask with RequestProvisioningApproval",
+                _ => "register with ProvisionDeviceViaPolicy",
+            };
+            return Err(ServiceError::FailedPrecondition(format!(
+                "{name} is {}, not {}: {instead}",
+                actual.as_str_name(),
+                mode.as_str_name()
+            )));
+        }
+        let status = status.ok_or_else(|| {
+            ServiceError::invalid(
+                "device_status",
+                "is required: what the agent knows of its hardware",
+            )
+        })?;
+        Ok((name, policy, status))
+    }
+
     /// The device `text` names, read from the log, for `who`. Anyone
     /// else — and any name that does not exist — is refused alike.
     pub async fn device_for(
@@ -730,19 +763,6 @@ impl Provisioning {
     }
 }
 
-fn mode_of(policy: &ProvisioningPolicy) -> Mode {
-    Mode::try_from(policy.spec.as_ref().map_or(0, |s| s.mode)).unwrap_or(Mode::Unspecified)
-}
-
-fn required_status(status: Option<DeviceStatus>) -> Result<DeviceStatus, ServiceError> {
-    status.ok_or_else(|| {
-        ServiceError::invalid(
-            "device_status",
-            "is required: what the agent knows of its hardware",
-        )
-    })
-}
-
 /// The gRPC `fleetlog.devices.v1.ProvisioningPolicyService`.
 pub struct ProvisioningPolicyApi {
     engine: Engine<ProvisioningPolicy>,
@@ -812,14 +832,10 @@ crate::standard_service! {
     ) -> Result<tonic::Response<ProvisionedDevice>, tonic::Status> {
         let caller = self.engine.context().caller(&request)?;
         let r = request.into_inner();
-        let (name, policy) = self.flow.policy_for_agent(&caller, "name", &r.name).await?;
-        if mode_of(&policy) != Mode::Unattended {
-            return Err(ServiceError::FailedPrecondition(format!(
-                "{name} is not UNATTENDED: ask with RequestProvisioningApproval"
-            ))
-            .into());
-        }
-        let status = required_status(r.device_status)?;
+        let (name, policy, status) = self
+            .flow
+            .agent_request(&caller, &r.name, Mode::Unattended, r.device_status)
+            .await?;
         let done = ACTOR
             .scope(caller.actor(), self.flow.register(&name, &policy, &status, &r.request_id))
             .await?;
@@ -835,14 +851,10 @@ crate::standard_service! {
     ) -> Result<tonic::Response<ProvisioningApprovalRequest>, tonic::Status> {
         let caller = self.engine.context().caller(&request)?;
         let r = request.into_inner();
-        let (name, policy) = self.flow.policy_for_agent(&caller, "name", &r.name).await?;
-        if mode_of(&policy) != Mode::ManualApproval {
-            return Err(ServiceError::FailedPrecondition(format!(
-                "{name} is not MANUAL_APPROVAL: register with ProvisionDeviceViaPolicy"
-            ))
-            .into());
-        }
-        let status = required_status(r.device_status)?;
+        let (name, policy, status) = self
+            .flow
+            .agent_request(&caller, &r.name, Mode::ManualApproval, r.device_status)
+            .await?;
         let filed = ACTOR
             .scope(caller.actor(), self.flow.request_approval(&name, &policy, &status))
             .await?;
