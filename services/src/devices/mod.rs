@@ -71,11 +71,7 @@ pub fn apis(
     let agent = agent::DeviceAgent::new(flow.clone(), logs, heartbeat_timeout);
     Apis {
         device_v1: device::DeviceApi::new(v1, agent.clone()),
-        device_v1alpha2: v1alpha2::DeviceApi::new(
-            old,
-            agent,
-            v1alpha2::Up::new(ctx.region.clone()),
-        ),
+        device_v1alpha2: v1alpha2::DeviceApi::new(old, agent),
         policies: provisioning::ProvisioningPolicyApi::new(flow.clone()),
         approval_requests: provisioning::ProvisioningApprovalRequestApi::new(flow.clone()),
         policies_v1alpha2: v1alpha2_provisioning::ProvisioningPolicyApi::new(ctx, flow.clone()),

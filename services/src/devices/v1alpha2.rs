@@ -198,21 +198,19 @@ impl Transform for Down {
 pub struct DeviceApi {
     engine: Versioned<Up, Down>,
     agent: DeviceAgent,
-    up: Up,
 }
 
 impl DeviceApi {
-    pub fn new(engine: Versioned<Up, Down>, agent: DeviceAgent, up: Up) -> Self {
-        DeviceApi { engine, agent, up }
+    pub fn new(engine: Versioned<Up, Down>, agent: DeviceAgent) -> Self {
+        DeviceApi { engine, agent }
     }
 
     /// A v1alpha2 device name as v1 names it (a malformed one stays as sent:
     /// the v1 side reports it, naming the same field).
     fn v1_name(&self, name: &str) -> String {
-        match name.parse::<DeviceName>() {
-            Ok(parsed) => self.up.name(&parsed).to_string(),
-            Err(_) => name.to_owned(),
-        }
+        self.engine
+            .forward_name("name", name)
+            .unwrap_or_else(|_| name.to_owned())
     }
 }
 

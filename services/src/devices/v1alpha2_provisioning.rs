@@ -18,7 +18,6 @@ use super::v1alpha2::{Down as DeviceDown, Up as DeviceUp, key_down, same_shape};
 use crate::auth::{ACTOR, Area};
 use crate::engine::versioned::{Transform, Versioned};
 use crate::engine::{Engine, Resource, ServiceContext};
-use crate::error::ServiceError;
 
 resource_name! {
     /// `projects/{project}/provisioningPolicies/{provisioning_policy}`
@@ -302,30 +301,28 @@ fn provisioned_down(done: Provisioned) -> ProvisionedDevice {
 pub struct ProvisioningPolicyApi {
     engine: Versioned<Up, Down>,
     v1: super::provisioning::ProvisioningPolicyApi,
-    up: Up,
 }
 
 impl ProvisioningPolicyApi {
     pub fn new(ctx: &std::sync::Arc<ServiceContext>, flow: Provisioning) -> Self {
-        let up = Up::new(ctx.region.clone());
         ProvisioningPolicyApi {
             engine: Versioned::new(
                 Engine::new(ctx.clone()),
                 Engine::new(ctx.clone()),
-                up.clone(),
+                Up::new(ctx.region.clone()),
                 Down,
                 false,
             ),
             v1: super::provisioning::ProvisioningPolicyApi::new(flow),
-            up,
         }
     }
 
+    /// A v1alpha2 policy name as v1 names it (a malformed one stays as
+    /// sent: the v1 service reports it after authenticating the caller).
     fn v1_name(&self, name: &str) -> String {
-        match name.parse::<ProvisioningPolicyName>() {
-            Ok(parsed) => self.up.name(&parsed).to_string(),
-            Err(_) => name.to_owned(),
-        }
+        self.engine
+            .forward_name("name", name)
+            .unwrap_or_else(|_| name.to_owned())
     }
 }
 
@@ -428,24 +425,21 @@ crate::standard_service! {
 pub struct ProvisioningApprovalRequestApi {
     engine: Versioned<RequestUp, RequestDown>,
     flow: Provisioning,
-    up: RequestUp,
 }
 
 impl ProvisioningApprovalRequestApi {
     pub fn new(ctx: &std::sync::Arc<ServiceContext>, flow: Provisioning) -> Self {
-        let up = RequestUp {
-            region: ctx.region.clone(),
-        };
         ProvisioningApprovalRequestApi {
             engine: Versioned::new(
                 Engine::new(ctx.clone()),
                 Engine::new(ctx.clone()),
-                up.clone(),
+                RequestUp {
+                    region: ctx.region.clone(),
+                },
                 RequestDown,
                 false,
             ),
             flow,
-            up,
         }
     }
 }
@@ -473,10 +467,7 @@ crate::standard_service! {
     ) -> Result<tonic::Response<ProvisionedDevice>, tonic::Status> {
         let caller = self.engine.context().caller(&request)?;
         let r = request.into_inner();
-        let name = match r.name.parse::<ApprovalRequestName>() {
-            Ok(parsed) => self.up.name(&parsed).to_string(),
-            Err(e) => return Err(ServiceError::invalid("name", e.to_string()).into()),
-        };
+        let name = self.engine.forward_name("name", &r.name)?;
         let done = ACTOR
             .scope(caller.actor(), self.flow.collect(&caller, &name, &r.request_id))
             .await?;

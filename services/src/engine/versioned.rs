@@ -330,7 +330,8 @@ where
             .map_err(|e| self.back_error(e, &request.name))
     }
 
-    fn forward_name(&self, field: &str, name: &str) -> Result<String, ServiceError> {
+    /// A name of this API's version as the other version names it.
+    pub fn forward_name(&self, field: &str, name: &str) -> Result<String, ServiceError> {
         let parsed = self.native.parse_name(field, name)?;
         Ok(self.forward.name(&parsed).to_string())
     }
