@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Sandbox;
+use common::{Sandbox, code};
 use fleetlog_proto::devices::v1::device_service_client::DeviceServiceClient;
 use fleetlog_proto::devices::v1::*;
 use fleetlog_proto::iam::v1::role_binding_service_client::RoleBindingServiceClient;
@@ -19,13 +19,6 @@ use tonic::Code;
 
 const A: &str = "projects/a/regions/eu1";
 const B: &str = "projects/b/regions/eu1";
-
-fn code<T>(result: Result<T, tonic::Status>) -> Code {
-    match result {
-        Ok(_) => Code::Ok,
-        Err(status) => status.code(),
-    }
-}
 
 /// A service account in `project` with `role` there; returns its key.
 async fn member(sandbox: &Sandbox, project: &str, id: &str, role: &str) -> anyhow::Result<String> {

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{PARENT, Sandbox};
+use common::{PARENT, Sandbox, code};
 use fleetlog_proto::api::v1::Metadata;
 use fleetlog_proto::devices::v1::device::{Spec, spec::LoggingConfig};
 use fleetlog_proto::devices::v1::provisioning_policy_service_client::ProvisioningPolicyServiceClient;
@@ -276,9 +276,7 @@ fn call() -> impl Strategy<Value = Call> {
 
 /// What the call answered: its code (a watch: of its first message too).
 async fn send(channel: Authed, call: Call) -> Code {
-    let devices = DeviceServiceClient::new(channel.clone());
-    let code = |result: Result<(), tonic::Status>| result.err().map_or(Code::Ok, |s| s.code());
-    let mut d = devices;
+    let mut d = DeviceServiceClient::new(channel.clone());
     match call {
         Call::Get(r) => code(d.get_device(r).await.map(drop)),
         Call::BatchGet(r) => code(d.batch_get_devices(r).await.map(drop)),
@@ -493,7 +491,7 @@ fn arbitrary_bytes_get_an_api_code() -> anyhow::Result<()> {
                 )
                 .await
             });
-            let code = answered.err().map_or(Code::Ok, |s| s.code());
+            let code = code(answered);
             if API_CODES.contains(&code) {
                 Ok(())
             } else {

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{PARENT, Sandbox};
+use common::{PARENT, Sandbox, code};
 use fleetlog_proto::api::v1::Metadata;
 use fleetlog_proto::devices::v1::device::status::DeviceInfo;
 use fleetlog_proto::devices::v1::device::status::device_info::HardwareInformation;
@@ -123,13 +123,6 @@ async fn register(
         })
         .await
         .map(tonic::Response::into_inner)
-}
-
-fn code<T>(result: Result<T, tonic::Status>) -> Code {
-    match result {
-        Ok(_) => Code::Ok,
-        Err(status) => status.code(),
-    }
 }
 
 #[tokio::test]

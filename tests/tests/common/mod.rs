@@ -152,3 +152,8 @@ pub async fn create(
 pub fn revision(device: &Device) -> i64 {
     device.metadata.as_ref().map_or(0, |m| m.revision)
 }
+
+/// A call's status code (OK for a success).
+pub fn code<T>(result: Result<T, tonic::Status>) -> tonic::Code {
+    result.err().map_or(tonic::Code::Ok, |status| status.code())
+}
