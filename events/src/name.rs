@@ -141,6 +141,18 @@ pub trait ResourceName:
     fn parse_id(text: &str) -> Result<Id, NameError>;
     fn parent(&self) -> Self::Parent;
     fn id(&self) -> &Id;
+
+    /// Where the names of this collection under `parent` start in key
+    /// order: `{parent}/{collection}/`, or `{collection}/` at the root.
+    fn collection_prefix(parent: &Self::Parent) -> String {
+        let parent = parent.to_string();
+        if parent.is_empty() {
+            format!("{}/", Self::COLLECTION)
+        } else {
+            format!("{parent}/{}/", Self::COLLECTION)
+        }
+    }
+
     /// The project that owns the resource, if its pattern has one.
     fn project(&self) -> Option<&Id>;
 }
@@ -416,6 +428,11 @@ mod tests {
         assert_eq!(name.project().map(Id::as_str), Some("p0"));
         assert_eq!(name.parent().project().map(Id::as_str), Some("p0"));
         assert_eq!(zone.project(), None);
+        assert_eq!(
+            ThingName::collection_prefix(&name.parent()),
+            "projects/p0/regions/eu1/things/"
+        );
+        assert_eq!(ZoneName::collection_prefix(&zone.parent()), "zones/");
     }
 
     resource_name! {

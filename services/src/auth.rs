@@ -46,6 +46,14 @@ impl ServiceAccountKeyName {
     }
 }
 
+resource_name! {
+    /// `projects/{project}/roleBindings/{role_binding}`
+    pub struct RoleBindingName {
+        parent RoleBindingParent { projects: project }
+        roleBindings: role_binding
+    }
+}
+
 /// The project of fleetd's own identities.
 pub const SYSTEM_PROJECT: &str = "fleetlog-system";
 /// The service account of the bootstrap admin key fleetd makes on first start.
@@ -253,7 +261,9 @@ impl Authorizer {
         let member = account.to_string();
         let bindings = crate::engine::stored_under::<RoleBinding>(
             &iam,
-            &format!("projects/{project}/roleBindings/"),
+            &RoleBindingParent {
+                project: project.clone(),
+            },
         )?;
         Ok(bindings
             .iter()

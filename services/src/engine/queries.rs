@@ -136,12 +136,7 @@ impl<R: Resource> Engine<R> {
                     .map_err(ProjectionError::from)?,
             )
         };
-        let parent_text = parent.to_string();
-        let collection_prefix = if parent_text.is_empty() {
-            format!("{}/", R::Name::COLLECTION)
-        } else {
-            format!("{parent_text}/{}/", R::Name::COLLECTION)
-        };
+        let collection_prefix = R::Name::collection_prefix(&parent);
         let projection = self.wait_for(projection, request.min_revision).await?;
         let list_query = ListQuery {
             descriptor,
@@ -212,14 +207,17 @@ fn fetch<R: Resource>(
         .transpose()
 }
 
-/// Every `R` whose name starts with `prefix`, as `projection` stores them
-/// (for small collections read whole, like a project's role bindings).
+/// Every `R` under `parent`, as `projection` stores them (for small
+/// collections read whole, like a project's role bindings).
 pub fn stored_under<R: Resource>(
     projection: &Projection,
-    prefix: &str,
+    parent: &<R::Name as ResourceName>::Parent,
 ) -> Result<Vec<R>, ServiceError> {
     let descriptor = R::default().descriptor();
-    let key = fleetlog_projections::store::record_key(descriptor.full_name(), prefix);
+    let key = fleetlog_projections::store::record_key(
+        descriptor.full_name(),
+        &R::Name::collection_prefix(parent),
+    );
     let mut found = Vec::new();
     projection.store().scan(&key, None, |_, record| {
         let mut resource = R::decode(record.bytes.as_slice()).map_err(|e| {

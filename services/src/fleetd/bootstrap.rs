@@ -85,45 +85,22 @@ fn created<T>(result: Result<T, ServiceError>) -> Result<(), ServiceError> {
 /// was given none; returns its text, which exists nowhere else (shown once).
 /// Later starts find the key and return None.
 pub async fn admin_key(iam: &Arc<ServiceContext>) -> Result<Option<String>, ServiceError> {
-    use crate::auth::{BOOTSTRAP_ACCOUNT, IssuedKey, SYSTEM_PROJECT, ServiceAccountKeyName};
-    use fleetlog_proto::iam::v1::{ServiceAccount, ServiceAccountKeyRecord};
+    use crate::auth::{BOOTSTRAP_ACCOUNT, SYSTEM_PROJECT, ServiceAccountName};
 
-    let account = crate::auth::ServiceAccountName {
-        project: Id::parse(SYSTEM_PROJECT).map_err(|e| ServiceError::Internal(e.to_string()))?,
-        service_account: Id::parse(BOOTSTRAP_ACCOUNT)
-            .map_err(|e| ServiceError::Internal(e.to_string()))?,
+    let invalid = |e: fleetlog_events::NameError| ServiceError::Internal(e.to_string());
+    let account = ServiceAccountName {
+        project: Id::parse(SYSTEM_PROJECT).map_err(invalid)?,
+        service_account: Id::parse(BOOTSTRAP_ACCOUNT).map_err(invalid)?,
     };
-    created(
-        Engine::<ServiceAccount>::new(iam.clone())
-            .create(CreateRequest {
-                parent: format!("projects/{SYSTEM_PROJECT}"),
-                id: BOOTSTRAP_ACCOUNT.to_owned(),
-                resource: Some(ServiceAccount {
-                    display_name: "bootstrap admin".into(),
-                    ..Default::default()
-                }),
-                request_id: "bootstrap-admin-account".into(),
-            })
-            .await,
-    )?;
-    let key = IssuedKey::new(ServiceAccountKeyName {
-        project: account.project.clone(),
-        service_account: account.service_account.clone(),
-        key: Id::parse("bootstrap").map_err(|e| ServiceError::Internal(e.to_string()))?,
-    });
-    let made = Engine::<ServiceAccountKeyRecord>::new(iam.clone())
-        .create(CreateRequest {
-            parent: format!("{account}"),
-            id: "bootstrap".into(),
-            resource: Some(ServiceAccountKeyRecord {
-                secret_sha256: key.sha256.clone(),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await;
-    match made {
-        Ok(_) => Ok(Some(key.text)),
+    let accounts = crate::iam::Accounts::new(iam.clone());
+    accounts
+        .ensure_account(&account, "bootstrap admin".into())
+        .await?;
+    match accounts
+        .issue_key_with_id(&account, Id::parse("bootstrap").map_err(invalid)?)
+        .await
+    {
+        Ok(key) => Ok(Some(key.text)),
         Err(ServiceError::AlreadyExists(_)) => Ok(None),
         Err(other) => Err(other),
     }

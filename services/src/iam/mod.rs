@@ -14,7 +14,8 @@ use fleetlog_proto::iam::v1::service_account_service_server::ServiceAccountServi
 use fleetlog_proto::iam::v1::*;
 
 use crate::auth::{
-    ACTOR, Access, Area, IssuedKey, Role, ServiceAccountKeyName, ServiceAccountName,
+    ACTOR, Access, Area, IssuedKey, Role, RoleBindingName, ServiceAccountKeyName,
+    ServiceAccountKeyParent, ServiceAccountName,
 };
 use crate::engine::{
     CreateRequest, DeleteRequest, Engine, FieldViolation, Resource, ServiceContext,
@@ -32,14 +33,6 @@ pub fn converter() -> crate::engine::convert::VersionConverter {
         .with::<ServiceAccount>()
         .with::<ServiceAccountKeyRecord>()
         .with::<RoleBinding>()
-}
-
-fleetlog_events::resource_name! {
-    /// `projects/{project}/roleBindings/{role_binding}`
-    pub struct RoleBindingName {
-        parent RoleBindingParent { projects: project }
-        roleBindings: role_binding
-    }
 }
 
 const MAX_DISPLAY_NAME: usize = 256;
@@ -157,7 +150,17 @@ impl Accounts {
 
     /// A new key of `account`; its text exists only in the returned value.
     pub async fn issue_key(&self, account: &ServiceAccountName) -> Result<IssuedKey, ServiceError> {
-        let id = crate::auth::random_id("k", 16)?;
+        self.issue_key_with_id(account, crate::auth::random_id("k", 16)?)
+            .await
+    }
+
+    /// A new key of `account` with the key ID `id`: ALREADY_EXISTS when
+    /// that key was made before (its secret is gone for good).
+    pub async fn issue_key_with_id(
+        &self,
+        account: &ServiceAccountName,
+        id: fleetlog_events::Id,
+    ) -> Result<IssuedKey, ServiceError> {
         let key = IssuedKey::new(ServiceAccountKeyName {
             project: account.project.clone(),
             service_account: account.service_account.clone(),
@@ -190,7 +193,10 @@ impl Accounts {
             .await?;
         let keys = crate::engine::stored_under::<ServiceAccountKeyRecord>(
             &self.keys.projection(),
-            &format!("{account}/keys/"),
+            &ServiceAccountKeyParent {
+                project: account.project.clone(),
+                service_account: account.service_account.clone(),
+            },
         )?;
         for key in keys {
             self.keys

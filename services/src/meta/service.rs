@@ -86,7 +86,7 @@ pub fn deployments_of(
     let parent = DeploymentParent {
         service: service.service.clone(),
     };
-    let prefix = format!("{parent}/{}/", DeploymentName::COLLECTION);
+    let prefix = DeploymentName::collection_prefix(&parent);
     let descriptor = prost_reflect::ReflectMessage::descriptor(&Deployment::default());
     let everything = fleetlog_projections::query_lang::Filter::parse("", &descriptor)
         .map_err(fleetlog_projections::ProjectionError::from)?;
