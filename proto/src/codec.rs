@@ -69,3 +69,84 @@ impl<U: Message + Default> Decoder for StrictDecoder<U> {
         BufferSettings::default()
     }
 }
+
+/// A codec for messages known only by their descriptors: what the REST
+/// gateway and fleetctl use to call any method the catalog lists.
+#[derive(Debug, Clone)]
+pub struct DynamicCodec {
+    response: prost_reflect::MessageDescriptor,
+}
+
+impl DynamicCodec {
+    /// A codec whose responses are `response` messages.
+    pub fn new(response: prost_reflect::MessageDescriptor) -> Self {
+        DynamicCodec { response }
+    }
+}
+
+impl Codec for DynamicCodec {
+    type Encode = prost_reflect::DynamicMessage;
+    type Decode = prost_reflect::DynamicMessage;
+    type Encoder = DynamicEncoder;
+    type Decoder = DynamicDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        DynamicEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        DynamicDecoder {
+            message: self.response.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct DynamicEncoder;
+
+impl tonic::codec::Encoder for DynamicEncoder {
+    type Item = prost_reflect::DynamicMessage;
+    type Error = Status;
+
+    fn encode(
+        &mut self,
+        item: Self::Item,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), Status> {
+        use prost_reflect::ReflectMessage;
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("encoding {}: {e}", item.descriptor().name())))
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::default()
+    }
+}
+
+#[derive(Debug)]
+pub struct DynamicDecoder {
+    message: prost_reflect::MessageDescriptor,
+}
+
+impl Decoder for DynamicDecoder {
+    type Item = prost_reflect::DynamicMessage;
+    type Error = Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut DecodeBuf<'_>,
+    ) -> Result<Option<prost_reflect::DynamicMessage>, Status> {
+        prost_reflect::DynamicMessage::decode(self.message.clone(), buf)
+            .map(Some)
+            .map_err(|e| {
+                Status::internal(format!(
+                    "the answer is not a valid {}: {e}",
+                    self.message.name()
+                ))
+            })
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::default()
+    }
+}

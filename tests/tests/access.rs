@@ -274,7 +274,7 @@ async fn calls_without_a_valid_key_are_unauthenticated() -> anyhow::Result<()> {
         .expect("key format");
     ServiceAccountServiceClient::<Authed>::new(fleetlog_tests::admin(sandbox.grpc_url()).await?)
         .delete_service_account_key(DeleteServiceAccountKeyRequest {
-            key_name,
+            name: key_name,
             request_id: String::new(),
         })
         .await?;

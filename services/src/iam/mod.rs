@@ -269,7 +269,7 @@ crate::standard_service! {
         let ctx = self.engine.context();
         let caller = ctx.caller(&request)?;
         let r = request.into_inner();
-        let key = ctx.authorize_name::<ServiceAccountKeyRecord>(&caller, Access::Write, "key_name", &r.key_name)?;
+        let key = ctx.authorize_name::<ServiceAccountKeyRecord>(&caller, Access::Write, "name", &r.name)?;
         ACTOR
             .scope(
                 caller.actor(),
