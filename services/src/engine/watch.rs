@@ -99,6 +99,7 @@ impl<R: Resource> Engine<R> {
         // comes through it, everything before is in the catch-up below.
         let live = self.ctx.feeds.subscribe(&subject).await?;
         let turn = self.ctx.feeds.catch_up_turn().await?;
+        let span = tracing::debug_span!("watch", subject = %subject, resume_revision);
         let consumer_name = format!("watch-{}", uuid::Uuid::new_v4().simple());
         let catch_up = self.ctx.log.watch(subject, start, consumer_name).await?;
         let snapshot_revision = if start == StartAt::LastPerSubject {
@@ -111,7 +112,9 @@ impl<R: Resource> Engine<R> {
         let shutdown = self.ctx.shutdown.clone();
         let log = self.ctx.log.clone();
         let consumer = catch_up.consumer_name.clone();
-        self.ctx.tasks.spawn(async move {
+        let open = crate::telemetry::OpenWatch::new(&self.ctx.open_watches);
+        let task = async move {
+            let _open = open;
             let mut session = Session {
                 engine,
                 filter,
@@ -136,7 +139,10 @@ impl<R: Resource> Engine<R> {
                 _ = tx.closed() => {}
                 _ = session.follow(live, last, &tx) => {}
             }
-        });
+        };
+        self.ctx
+            .tasks
+            .spawn(tracing::Instrument::instrument(task, span));
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 }

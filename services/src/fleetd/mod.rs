@@ -40,14 +40,17 @@ use crate::devices;
 use crate::devices::logs::DeviceLogs;
 use crate::engine::feeds::WatchFeeds;
 use crate::engine::{Engine, ServiceContext};
+use crate::gateway;
 use crate::iam::{self, RoleBindingApi, ServiceAccountApi};
 use crate::meta::deployment::{self, DeploymentApi, DeploymentName};
 use crate::meta::region::RegionApi;
 use crate::meta::service::ServiceApi;
 use crate::meta::{self};
+use crate::telemetry::Metrics;
 use crate::upgrade::UpgradeController;
 
 mod bootstrap;
+mod tls;
 
 /// The gRPC services fleetd serves, as the health service names them.
 const SERVICE_NAMES: &[&str] = &[
@@ -122,6 +125,10 @@ async fn serve(
     let (reconnected, reconnects) = tokio::sync::watch::channel(0u64);
     let client = connect_nats(nats_url, role, &shutdown, reconnected).await?;
     let region = Id::parse(&config.region)?;
+    let metrics = Arc::new(Metrics::new(
+        &format!("{role:?}").to_lowercase(),
+        &config.region,
+    ));
     let devices_log = open_log(&client, devices::SERVICE, &region).await?;
     let meta_log = open_log(&client, meta::SERVICE, &region).await?;
     let iam_log = open_log(&client, iam::SERVICE, &region).await?;
@@ -156,6 +163,8 @@ async fn serve(
         meta::V1,
     )?;
     meta_set.feed(meta::V1, false)?;
+    metrics.observe_projections(&iam_log, &iam_set, iam::VERSIONS);
+    metrics.observe_projections(&meta_log, &meta_set, meta::VERSIONS);
     // What every service's context shares; each has its own log,
     // projections and write gate.
     let context = |log: &EventLog,
@@ -176,6 +185,7 @@ async fn serve(
             accept_commands,
             settle_writes,
             auth: auth.clone(),
+            open_watches: metrics.open_watches(log.id().service().as_str()),
         })
     };
     let iam_ctx = context(&iam_log, &iam_set, iam::VERSIONS, true);
@@ -204,6 +214,8 @@ async fn serve(
         &current.current_version,
     )?;
     devices_set.feed(&current.current_version, false)?;
+    metrics.observe_projections(&devices_log, &devices_set, devices::VERSIONS);
+    metrics.observe_deployment(meta_set.active(), &deployment_name);
     let ctx = context(&devices_log, &devices_set, devices::VERSIONS, false);
 
     let controller_stop = CancellationToken::new();
@@ -261,11 +273,9 @@ async fn serve(
         http: http_listener.local_addr()?,
     };
 
-    let grpc_shutdown = shutdown.clone();
-    let grpc = tonic::transport::Server::builder()
-        .accept_http1(true)
-        .layer(tonic_web::GrpcWebLayer::new())
-        .add_service(health_service)
+    // One set of routes serves gRPC, gRPC-Web (the layer below) and, in
+    // process, the REST gateway.
+    let routes = tonic::service::Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
@@ -312,7 +322,21 @@ async fn serve(
         .add_service(
             DeploymentServiceServer::new(DeploymentApi::new(deployments.clone()))
                 .max_decoding_message_size(limit),
-        )
+        );
+
+    let mut grpc_server = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        let identity = tls::identity(tls)?;
+        grpc_server = grpc_server
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .context("the TLS certificate and key")?;
+    }
+    let grpc_shutdown = shutdown.clone();
+    let grpc = grpc_server
+        .accept_http1(true)
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(metrics.grpc_layer())
+        .add_routes(routes.clone())
         .serve_with_incoming_shutdown(
             // Without TCP_NODELAY small responses wait for delayed ACKs (~40 ms).
             tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
@@ -320,13 +344,18 @@ async fn serve(
         );
     let grpc_task = tokio::spawn(grpc);
 
-    let http_shutdown = shutdown.clone();
-    let http_app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" }));
-    let http_task = tokio::spawn(async move {
-        axum::serve(http_listener, http_app)
-            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-            .await
-    });
+    // REST calls are gRPC calls in process, measured by the same layer.
+    let metered = tower::ServiceBuilder::new()
+        .layer(metrics.grpc_layer())
+        .service(routes);
+    let http_app = gateway::router(gateway::Gateway::new(metered), limit)
+        .merge(crate::telemetry::routes(metrics.clone()));
+    let http_task = tokio::spawn(tls::serve_http(
+        http_listener,
+        http_app,
+        config.tls.clone(),
+        shutdown.clone(),
+    ));
 
     for service in SERVICE_NAMES {
         health
