@@ -1,25 +1,60 @@
 //! The command-line interface: clap types only.
 
+use std::path::PathBuf;
+
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 use crate::names::{DeviceName, Label, RegionName};
 
-/// The endpoint used when neither `--endpoint` nor `FLEETLOG_ENDPOINT` is set.
+/// The endpoint used when neither `--endpoint`, `FLEETLOG_ENDPOINT` nor the
+/// config file sets one.
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7400";
+
+/// The API version generic commands address unless told otherwise.
+pub const DEFAULT_API_VERSION: &str = "v1";
+
+const ABOUT: &str = "The Fleetlog command-line client.
+
+Every resource and custom action of every service and API version, from the
+proto descriptors: `fleetctl api-resources` lists them.";
+
+const EXAMPLES: &str = "Examples:
+  fleetctl create projects/p/regions/eu1/devices/gw-1 --set displayName=Gateway --set labels.site=berlin
+  fleetctl get projects/p/regions/eu1/devices/gw-1 -o yaml
+  fleetctl list projects/p/regions/eu1/devices --filter 'labels.site = \"berlin\"' --all
+  fleetctl update projects/p/regions/eu1/devices/gw-1 --set spec.loggingConfig.priority=6
+  fleetctl watch projects/p/regions/eu1/devices
+  fleetctl call projects/p/serviceAccounts/ops createServiceAccountKey
+  fleetctl --api-version v1alpha2 get projects/p/devices/gw-1
+  fleetctl delete projects/p/regions/eu1/devices/gw-1
+
+Settings: flag > environment > config file (--config, FLEETCTL_CONFIG, else
+$XDG_CONFIG_HOME/fleetlog/fleetctl.yaml or ~/.config/fleetlog/fleetctl.yaml,
+keys endpoint, key, output, api_version, ca_cert, tls_server_name) > default.
+`fleetctl config show` prints them.
+";
 
 /// The Fleetlog command-line client.
 #[derive(Debug, Parser)]
-#[command(name = "fleetctl", version, about, propagate_version = true)]
+#[command(
+    name = "fleetctl",
+    version,
+    about = "The Fleetlog command-line client",
+    long_about = ABOUT,
+    after_help = EXAMPLES,
+    after_long_help = format!("{EXAMPLES}\n{}", crate::error::EXIT_CODES_HELP),
+    propagate_version = true
+)]
 pub struct Cli {
-    /// gRPC endpoint of a fleetd API server.
+    /// gRPC endpoint of a fleetd API server (`https://` for TLS)
+    /// [default: http://127.0.0.1:7400].
     #[arg(
         long,
         global = true,
         env = "FLEETLOG_ENDPOINT",
-        default_value = DEFAULT_ENDPOINT,
         help_heading = "Global Options"
     )]
-    pub endpoint: String,
+    pub endpoint: Option<String>,
 
     /// API key, sent as `authorization: Bearer <key>` on every call.
     #[arg(
@@ -31,16 +66,59 @@ pub struct Cli {
     )]
     pub key: Option<String>,
 
-    /// Output format.
+    /// Output format [default: table].
     #[arg(
         long,
         short = 'o',
         global = true,
         value_enum,
-        default_value_t = Output::Table,
         help_heading = "Global Options"
     )]
-    pub output: Output,
+    pub output: Option<Output>,
+
+    /// The config file (YAML) [default: $XDG_CONFIG_HOME/fleetlog/fleetctl.yaml
+    /// or ~/.config/fleetlog/fleetctl.yaml].
+    #[arg(
+        long,
+        global = true,
+        env = "FLEETCTL_CONFIG",
+        value_name = "FILE",
+        help_heading = "Global Options"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// The API version whose names the generic commands take (v1, v1alpha2)
+    /// [default: v1].
+    #[arg(
+        long = "api-version",
+        id = "api_version",
+        global = true,
+        env = "FLEETLOG_API_VERSION",
+        value_name = "VERSION",
+        help_heading = "Global Options"
+    )]
+    pub api_version: Option<String>,
+
+    /// A PEM certificate to trust for an `https://` endpoint (e.g. fleetd's
+    /// self-signed one), beside the system's roots.
+    #[arg(
+        long,
+        global = true,
+        env = "FLEETLOG_CA_CERT",
+        value_name = "FILE",
+        help_heading = "Global Options"
+    )]
+    pub ca_cert: Option<PathBuf>,
+
+    /// The name the server's certificate must carry, when it is not the
+    /// endpoint's host.
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        help_heading = "Global Options"
+    )]
+    pub tls_server_name: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -52,10 +130,34 @@ pub enum Output {
     Table,
     /// The proto3 JSON mapping (lowerCamelCase field names).
     Json,
+    /// The proto3 JSON mapping, as YAML.
+    Yaml,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Get resources by name (several names of one type: one BatchGet).
+    Get(GetResourceArgs),
+    /// List a collection, e.g. projects/p/regions/eu1/devices, regions.
+    List(ListResourceArgs),
+    /// Create a resource: its full name (with the new ID) and its fields.
+    Create(CreateResourceArgs),
+    /// Update fields of a resource.
+    Update(UpdateResourceArgs),
+    /// Delete resources by name.
+    Delete(DeleteResourceArgs),
+    /// Watch a resource or a collection and print each change.
+    Watch(WatchResourceArgs),
+    /// Call a custom action on a resource, e.g. createServiceAccountKey.
+    Call(CallArgs),
+    /// List every resource type and action of every API version.
+    #[command(name = "api-resources")]
+    ApiResources,
+    /// Print a shell completion script.
+    Completion(CompletionArgs),
+    /// Show the effective settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Manage devices (fleetlog.devices.v1.DeviceService).
     #[command(subcommand)]
     Devices(DevicesCommand),
@@ -70,13 +172,230 @@ pub enum Command {
 
 impl Command {
     /// The subcommand names, e.g. `["devices", "update"]`.
-    pub fn path(&self) -> [&'static str; 2] {
+    pub fn path(&self) -> Vec<&'static str> {
         match self {
-            Command::Devices(devices) => ["devices", devices.name()],
-            Command::Upgrade(upgrade) => ["upgrade", upgrade.name()],
-            Command::Projection(projection) => ["projection", projection.name()],
+            Command::Get(_) => vec!["get"],
+            Command::List(_) => vec!["list"],
+            Command::Create(_) => vec!["create"],
+            Command::Update(_) => vec!["update"],
+            Command::Delete(_) => vec!["delete"],
+            Command::Watch(_) => vec!["watch"],
+            Command::Call(_) => vec!["call"],
+            Command::ApiResources => vec!["api-resources"],
+            Command::Completion(_) => vec!["completion"],
+            Command::Config(ConfigCommand::Show) => vec!["config", "show"],
+            Command::Devices(devices) => vec!["devices", devices.name()],
+            Command::Upgrade(upgrade) => vec!["upgrade", upgrade.name()],
+            Command::Projection(projection) => vec!["projection", projection.name()],
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective settings and where each comes from (the key redacted).
+    Show,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// The body of a create, update or call: documents and `--set`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct BodyArgs {
+    /// A YAML or JSON file in the proto3 JSON form (`-` reads stdin).
+    #[arg(long = "file", short = 'f', value_name = "FILE")]
+    pub file: Option<String>,
+
+    /// Set a field: `path=value` (repeatable), e.g. `displayName=x`,
+    /// `labels.site=berlin`, `spec.loggingConfig.units=a.service,b.service`.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GetResourceArgs {
+    /// Resource names, e.g. projects/p/regions/eu1/devices/gw-1.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+
+    /// Field paths to return, comma-separated (e.g. `name,metadata.labels`).
+    #[arg(
+        long = "mask",
+        visible_alias = "field-mask",
+        value_name = "PATHS",
+        value_delimiter = ','
+    )]
+    pub mask: Vec<String>,
+
+    /// Wait until the read model has reached this revision.
+    #[arg(long, value_name = "N")]
+    pub min_revision: Option<i64>,
+
+    /// Keep watching and print each change (one name only).
+    #[arg(long, short = 'w')]
+    pub watch: bool,
+
+    /// With --watch: only changes after this revision.
+    #[arg(long, value_name = "N", requires = "watch")]
+    pub resume_revision: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListResourceArgs {
+    /// The collection: {parent}/{plural}, e.g. projects/p/regions/eu1/devices,
+    /// regions, services/devices.fleetlog.io/deployments.
+    pub collection: String,
+
+    /// AIP-160 filter, e.g. `labels.site = "berlin"`.
+    #[arg(long)]
+    pub filter: Option<String>,
+
+    /// Comma-separated field paths, each optionally followed by `desc`.
+    #[arg(long)]
+    pub order_by: Option<String>,
+
+    /// Maximum number of resources per page (server default 100, max 1000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
+    pub page_size: Option<i32>,
+
+    /// Continue from this page token (as printed for a previous page).
+    #[arg(long, value_name = "TOKEN", conflicts_with = "all")]
+    pub page_token: Option<String>,
+
+    /// Follow next_page_token until the last page.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Field paths to return, comma-separated.
+    #[arg(
+        long = "mask",
+        visible_alias = "field-mask",
+        value_name = "PATHS",
+        value_delimiter = ','
+    )]
+    pub mask: Vec<String>,
+
+    /// Wait until the read model has reached this revision.
+    #[arg(long, value_name = "N")]
+    pub min_revision: Option<i64>,
+
+    /// Keep watching the collection and print each change.
+    #[arg(long, short = 'w', conflicts_with_all = ["all", "page_token", "page_size", "order_by"])]
+    pub watch: bool,
+
+    /// With --watch: only changes after this revision.
+    #[arg(long, value_name = "N", requires = "watch")]
+    pub resume_revision: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateResourceArgs {
+    /// The new resource's full name, e.g. projects/p/regions/eu1/devices/gw-1.
+    pub name: String,
+
+    #[command(flatten)]
+    pub body: BodyArgs,
+
+    /// Idempotency key: a retry with the same ID returns the first outcome.
+    #[arg(long)]
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateResourceArgs {
+    /// The resource's full name.
+    pub name: String,
+
+    #[command(flatten)]
+    pub body: BodyArgs,
+
+    /// Field paths to update, comma-separated (`*`: all); by default the
+    /// paths given by --set and the top-level fields of -f.
+    #[arg(long, value_name = "PATHS", value_delimiter = ',')]
+    pub update_mask: Option<Vec<String>>,
+
+    /// Fail with ABORTED unless the resource is at this revision.
+    #[arg(long, value_name = "N")]
+    pub expected_revision: Option<i64>,
+
+    /// Create the resource if it does not exist.
+    #[arg(long)]
+    pub allow_missing: bool,
+
+    /// Idempotency key: a retry with the same ID returns the first outcome.
+    #[arg(long)]
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteResourceArgs {
+    /// Resource names.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+
+    /// Fail with ABORTED unless the resource is at this revision.
+    #[arg(long, value_name = "N")]
+    pub expected_revision: Option<i64>,
+
+    /// Succeed even if the resource does not exist.
+    #[arg(long)]
+    pub allow_missing: bool,
+
+    /// Idempotency key: a retry with the same ID returns the first outcome
+    /// (one name only).
+    #[arg(long)]
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchResourceArgs {
+    /// A resource name, or a collection ({parent}/{plural}).
+    pub target: String,
+
+    /// AIP-160 filter (collections only).
+    #[arg(long)]
+    pub filter: Option<String>,
+
+    /// Field paths to return, comma-separated.
+    #[arg(
+        long = "mask",
+        visible_alias = "field-mask",
+        value_name = "PATHS",
+        value_delimiter = ','
+    )]
+    pub mask: Vec<String>,
+
+    /// Only changes after this revision (default: the current state first).
+    #[arg(long, value_name = "N")]
+    pub resume_revision: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// The resource the action is on (the request's `name`).
+    pub name: String,
+
+    /// The action, as `fleetctl api-resources` lists it (e.g.
+    /// createServiceAccountKey; any case).
+    pub action: String,
+
+    /// The request (or, for client-streaming actions, an array of requests)
+    /// as JSON or YAML.
+    #[arg(
+        long = "data",
+        short = 'd',
+        value_name = "JSON",
+        conflicts_with = "file"
+    )]
+    pub data: Option<String>,
+
+    #[command(flatten)]
+    pub body: BodyArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::time::Duration;
 
 use fleetlog_proto::api::v1::Metadata;
 use fleetlog_proto::devices::v1::device::{Spec, spec::LoggingConfig};
@@ -15,116 +14,21 @@ use fleetlog_proto::devices::v1::{
 use prost_reflect::ReflectMessage;
 use prost_types::FieldMask;
 use tonic::Streaming;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::cli::{
-    CreateArgs, DEFAULT_ENDPOINT, DeleteArgs, DeviceFields, DevicesCommand, GetArgs, ListArgs,
-    Output, UpdateArgs, WatchArgs,
+    CreateArgs, DeleteArgs, DeviceFields, DevicesCommand, GetArgs, ListArgs, Output, UpdateArgs,
+    WatchArgs,
 };
+use crate::connect::{Auth, AuthedChannel, Connection};
 use crate::error::{Error, stderr_line};
 use crate::names::Label;
 use crate::output;
 
-pub type Client = DeviceServiceClient<InterceptedService<Channel, Auth>>;
+pub type Client = DeviceServiceClient<AuthedChannel>;
 
-/// Adds `authorization: Bearer <key>` to every call when a key is configured.
-#[derive(Debug, Clone, Default)]
-pub struct Auth {
-    header: Option<MetadataValue<Ascii>>,
-}
-
-impl Auth {
-    /// An interceptor for `key`; no key (or an empty one) sends no credentials.
-    pub fn new(key: Option<&str>) -> Result<Self, Error> {
-        let header = match key.map(str::trim).filter(|k| !k.is_empty()) {
-            None => None,
-            Some(key) => {
-                let mut value = MetadataValue::try_from(format!("Bearer {key}")).map_err(|_| {
-                    Error::Usage(
-                        "the API key (--key / FLEETLOG_KEY) contains characters that cannot be \
-                         sent in a header"
-                            .to_owned(),
-                    )
-                })?;
-                value.set_sensitive(true);
-                Some(value)
-            }
-        };
-        Ok(Auth { header })
-    }
-}
-
-impl Interceptor for Auth {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(header) = &self.header {
-            request
-                .metadata_mut()
-                .insert("authorization", header.clone());
-        }
-        Ok(request)
-    }
-}
-
-/// `endpoint` with `http://` added when it has no scheme (`127.0.0.1:7400`); an
-/// empty endpoint (e.g. `FLEETLOG_ENDPOINT=`) means the default.
-fn normalize_endpoint(endpoint: &str) -> String {
-    let endpoint = endpoint.trim();
-    if endpoint.is_empty() {
-        DEFAULT_ENDPOINT.to_owned()
-    } else if endpoint.contains("://") {
-        endpoint.to_owned()
-    } else {
-        format!("http://{endpoint}")
-    }
-}
-
-/// Where and as whom to connect. Commands check their arguments first and connect
-/// only then, so a usage error never waits for the network.
-#[derive(Debug, Clone)]
-pub struct Connection {
-    pub endpoint: String,
-    pub key: Option<String>,
-}
-
-impl Connection {
-    async fn client(&self) -> Result<Client, Error> {
-        connect(&self.endpoint, self.key.as_deref()).await
-    }
-}
-
-/// Connects to `endpoint`; a failure names the endpoint.
-pub async fn connect(endpoint: &str, key: Option<&str>) -> Result<Client, Error> {
-    let (channel, auth) = open_channel(endpoint, key).await?;
-    Ok(DeviceServiceClient::with_interceptor(channel, auth))
-}
-
-/// The gRPC channel every fleetctl client uses, and the credentials to
-/// attach; a failure names the endpoint.
-pub async fn open_channel(
-    endpoint: &str,
-    key: Option<&str>,
-) -> Result<(tonic::transport::Channel, Auth), Error> {
-    let auth = Auth::new(key)?;
-    let uri = normalize_endpoint(endpoint);
-    let channel = Endpoint::from_shared(uri.clone())
-        .map_err(|err| Error::Other(format!("invalid endpoint '{endpoint}': {err}")))?
-        .connect_timeout(Duration::from_secs(10))
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .keep_alive_while_idle(true)
-        .connect()
-        .await
-        .map_err(|source| Error::Connect {
-            endpoint: uri,
-            source,
-        })?;
-    Ok((channel, auth))
+/// Connects to the DeviceService at `conn`; a failure names the endpoint.
+async fn connect(conn: &Connection) -> Result<Client, Error> {
+    Ok(DeviceServiceClient::new(conn.channel().await?))
 }
 
 /// Runs one `devices` subcommand.
@@ -257,14 +161,14 @@ pub fn create_request(args: &CreateArgs) -> Result<CreateDeviceRequest, Error> {
 fn print_device(device: &Device, out: Output) -> Result<(), Error> {
     match out {
         Output::Table => output::write_stdout(&output::device_table(std::slice::from_ref(device)))?,
-        Output::Json => output::write_line(&output::to_json(device, true)?)?,
+        out => output::print_document(device, out)?,
     }
     Ok(())
 }
 
 async fn create(conn: &Connection, args: CreateArgs, out: Output) -> Result<(), Error> {
     let request = create_request(&args)?;
-    let mut client = conn.client().await?;
+    let mut client = connect(conn).await?;
     let device = client.create_device(request).await?.into_inner();
     print_device(&device, out)
 }
@@ -275,7 +179,7 @@ async fn get(conn: &Connection, args: GetArgs, out: Output) -> Result<(), Error>
         field_mask: field_mask(&args.mask),
         min_revision: args.min_revision.unwrap_or(0),
     };
-    let mut client = conn.client().await?;
+    let mut client = connect(conn).await?;
     let device = client.get_device(request).await?.into_inner();
     print_device(&device, out)
 }
@@ -290,7 +194,7 @@ async fn list(conn: &Connection, args: ListArgs, out: Output) -> Result<(), Erro
         field_mask: field_mask(&args.mask),
         min_revision: args.min_revision.unwrap_or(0),
     };
-    let mut client = conn.client().await?;
+    let mut client = connect(conn).await?;
     let mut all = ListDevicesResponse::default();
     loop {
         let page = client.list_devices(request.clone()).await?.into_inner();
@@ -320,14 +224,14 @@ async fn list(conn: &Connection, args: ListArgs, out: Output) -> Result<(), Erro
                 ));
             }
         }
-        Output::Json => output::write_line(&output::to_json(&all, true)?)?,
+        out => output::print_document(&all, out)?,
     }
     Ok(())
 }
 
 async fn update(conn: &Connection, args: UpdateArgs, out: Output) -> Result<(), Error> {
     let request = update_request(&args)?;
-    let mut client = conn.client().await?;
+    let mut client = connect(conn).await?;
     let device = client.update_device(request).await?.into_inner();
     print_device(&device, out)
 }
@@ -340,12 +244,12 @@ async fn delete(conn: &Connection, args: DeleteArgs, out: Output) -> Result<(), 
         allow_missing: args.allow_missing,
         request_id: args.request_id.unwrap_or_default(),
     };
-    let mut client = conn.client().await?;
+    let mut client = connect(conn).await?;
     client.delete_device(request).await?;
     match out {
         Output::Table => output::write_line(&format!("deleted {name}"))?,
         // google.protobuf.Empty in the proto3 JSON mapping.
-        Output::Json => output::write_line("{}")?,
+        Output::Json | Output::Yaml => output::write_line("{}")?,
     }
     Ok(())
 }
@@ -392,7 +296,7 @@ async fn watch(conn: &Connection, args: WatchArgs, out: Output) -> Result<(), Er
     let field_mask = field_mask(&args.mask);
     let resume_revision = args.resume_revision.unwrap_or(0);
     let stream = async {
-        let mut client = conn.client().await?;
+        let mut client = connect(conn).await?;
         match (&args.name, &args.parent) {
             (Some(name), _) => {
                 let request = WatchDeviceRequest {
@@ -457,8 +361,9 @@ async fn print_watch<R: WatchResponse>(
                     output::write_line(&output::watch_current_line(message.revision()))?;
                 }
             }
-            // One compact JSON document per line, so consumers can read it as a stream.
-            Output::Json => output::write_line(&output::to_json(&message, false)?)?,
+            // One compact JSON document per line (or a YAML document each),
+            // so consumers can read it as a stream.
+            out => output::print_stream_item(&message, out)?,
         }
         last_revision = last_revision.max(message.revision());
     }
@@ -608,31 +513,5 @@ mod tests {
             field_mask(&["name".into(), " metadata.labels ".into()]).map(|m| m.paths),
             Some(vec!["name".to_owned(), "metadata.labels".to_owned()])
         );
-    }
-
-    #[test]
-    fn endpoint_without_scheme_gets_http() {
-        assert_eq!(
-            normalize_endpoint("127.0.0.1:7400"),
-            "http://127.0.0.1:7400"
-        );
-        assert_eq!(normalize_endpoint("https://x:1"), "https://x:1");
-    }
-
-    #[test]
-    fn auth_header_is_sent_when_a_key_is_set() {
-        let mut auth = Auth::new(Some("s3cret")).expect("valid key");
-        let request = auth.call(tonic::Request::new(())).expect("intercepted");
-        let header = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        assert_eq!(header, Some("Bearer s3cret"));
-
-        let mut auth = Auth::new(None).expect("no key");
-        let request = auth.call(tonic::Request::new(())).expect("intercepted");
-        assert!(request.metadata().get("authorization").is_none());
-
-        assert!(Auth::new(Some("bad\nkey")).is_err());
     }
 }

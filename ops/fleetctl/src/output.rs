@@ -1,10 +1,14 @@
-//! Rendering of responses: aligned tables for people, proto3 JSON for programs.
+//! Rendering of responses: aligned tables for people, proto3 JSON (or the
+//! same as YAML) for programs.
 
 use std::io::{self, Write};
 
 use fleetlog_proto::api::v1::ChangeType;
 use fleetlog_proto::devices::v1::{Device, DeviceChange};
 use prost_reflect::ReflectMessage;
+
+use crate::cli::Output;
+use crate::error::Error;
 
 /// Column separator of tables.
 const GAP: &str = "   ";
@@ -126,9 +130,13 @@ pub fn watch_change_line(change: &DeviceChange) -> String {
     } else {
         change.name.as_str()
     };
+    watch_line(&kind, change.revision, name)
+}
+
+/// One watch line: `TYPE  REVISION  NAME`, in fixed-width columns.
+pub fn watch_line(kind: &str, revision: i64, name: &str) -> String {
     format!(
-        "{kind:<tw$}  {:<rw$}  {name}",
-        change.revision,
+        "{kind:<tw$}  {revision:<rw$}  {name}",
         tw = WATCH_TYPE_WIDTH,
         rw = WATCH_REVISION_WIDTH
     )
@@ -148,6 +156,45 @@ pub fn to_json<M: ReflectMessage>(message: &M, pretty: bool) -> Result<String, s
     } else {
         serde_json::to_string(&dynamic)
     }
+}
+
+/// The message in the proto3 JSON mapping, as YAML.
+pub fn to_yaml<M: ReflectMessage>(message: &M) -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(&message.transcode_to_dynamic())
+}
+
+/// Prints `message` as one JSON (pretty) or YAML document; `Table` callers
+/// render their own tables, and get JSON here.
+pub fn print_document<M: ReflectMessage>(message: &M, out: Output) -> Result<(), Error> {
+    match out {
+        Output::Yaml => write_stdout(&yaml_document(&to_yaml(message)?))?,
+        Output::Json | Output::Table => write_line(&to_json(message, true)?)?,
+    }
+    Ok(())
+}
+
+/// Prints one item of a stream: a compact JSON line, or a YAML document
+/// after `---`, so a reader can take each as it comes.
+pub fn print_stream_item<M: ReflectMessage>(message: &M, out: Output) -> Result<(), Error> {
+    match out {
+        Output::Yaml => write_stdout(&format!("---\n{}", yaml_document(&to_yaml(message)?)))?,
+        Output::Json | Output::Table => write_line(&to_json(message, false)?)?,
+    }
+    Ok(())
+}
+
+/// Prints a JSON value as JSON (pretty) or YAML.
+pub fn print_value(value: &serde_json::Value, out: Output) -> Result<(), Error> {
+    match out {
+        Output::Yaml => write_stdout(&yaml_document(&serde_yaml::to_string(value)?))?,
+        Output::Json | Output::Table => write_line(&serde_json::to_string_pretty(value)?)?,
+    }
+    Ok(())
+}
+
+/// `text` ending in exactly one newline.
+fn yaml_document(text: &str) -> String {
+    format!("{}\n", text.trim_end_matches('\n'))
 }
 
 /// Writes `text` to stdout and flushes it.
@@ -255,6 +302,14 @@ projects/p/regions/r/devices/d           -              -        -          -   
         assert_eq!(value["spec"]["loggingConfig"]["priority"], 5);
         assert_eq!(value["metadata"]["revision"], "42");
         assert_eq!(value["metadata"]["labels"]["site"], "berlin");
+    }
+
+    #[test]
+    fn yaml_is_the_json_mapping() {
+        let yaml = to_yaml(&sample_device()).expect("serializes");
+        let value: serde_json::Value = serde_yaml::from_str(&yaml).expect("valid yaml");
+        assert_eq!(value["displayName"], "Gateway 1");
+        assert_eq!(value["metadata"]["revision"], "42");
     }
 
     #[test]

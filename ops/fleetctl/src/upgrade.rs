@@ -13,18 +13,16 @@ use fleetlog_proto::meta::v1::{
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tonic::Streaming;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 use crate::cli::{
     DEFAULT_REGION, DeploymentArgs, Output, UpgradeBeginArgs, UpgradeCommand, UpgradeRollbackArgs,
     UpgradeStatusArgs, UpgradeWatchArgs,
 };
-use crate::devices::{Auth, Connection, open_channel};
+use crate::connect::{Auth, AuthedChannel, Connection};
 use crate::error::{Error, stderr_line};
 use crate::output;
 
-pub type Client = DeploymentServiceClient<InterceptedService<Channel, Auth>>;
+pub type Client = DeploymentServiceClient<AuthedChannel>;
 
 /// The shard ring size when the deployment does not say.
 const DEFAULT_SHARDS: u64 = 16;
@@ -34,8 +32,7 @@ const NONE: &str = "-";
 
 /// Connects to the DeploymentService at `conn`; a failure names the endpoint.
 async fn connect(conn: &Connection) -> Result<Client, Error> {
-    let (channel, auth) = open_channel(&conn.endpoint, conn.key.as_deref()).await?;
-    Ok(DeploymentServiceClient::with_interceptor(channel, auth))
+    Ok(DeploymentServiceClient::new(conn.channel().await?))
 }
 
 /// Runs one `upgrade` subcommand.
@@ -234,7 +231,7 @@ fn resolved(deployment: &Deployment) -> Deployment {
 fn print_deployment(deployment: &Deployment, out: Output) -> Result<(), Error> {
     match out {
         Output::Table => output::write_stdout(&deployment_summary(deployment))?,
-        Output::Json => output::write_line(&output::to_json(&resolved(deployment), true)?)?,
+        out => output::print_document(&resolved(deployment), out)?,
     }
     Ok(())
 }
@@ -611,7 +608,7 @@ async fn follow(
                     let rolled_back = tracker.goal == Goal::Rollback || missed.is_some();
                     output::write_line(&finished_line(deployment, rolled_back))?;
                 }
-                Output::Json => output::write_line(&output::to_json(&resolved(deployment), true)?)?,
+                out => output::print_document(&resolved(deployment), out)?,
             }
             match (tracker.goal, missed) {
                 // An explicit target that was not reached: someone else changed course.
