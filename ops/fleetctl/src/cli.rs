@@ -251,6 +251,21 @@ pub struct ListResourceArgs {
     /// regions, services/devices.fleetlog.io/deployments.
     pub collection: String,
 
+    #[command(flatten)]
+    pub page: ListPageArgs,
+
+    /// Keep watching the collection and print each change.
+    #[arg(long, short = 'w', conflicts_with_all = ["all", "page_token", "page_size", "order_by"])]
+    pub watch: bool,
+
+    /// With --watch: only changes after this revision.
+    #[arg(long, value_name = "N", requires = "watch")]
+    pub resume_revision: Option<i64>,
+}
+
+/// The query flags of a list: typed (`devices list`) and generic (`list`).
+#[derive(Debug, Args)]
+pub struct ListPageArgs {
     /// AIP-160 filter, e.g. `labels.site = "berlin"`.
     #[arg(long)]
     pub filter: Option<String>,
@@ -283,14 +298,6 @@ pub struct ListResourceArgs {
     /// Wait until the read model has reached this revision.
     #[arg(long, value_name = "N")]
     pub min_revision: Option<i64>,
-
-    /// Keep watching the collection and print each change.
-    #[arg(long, short = 'w', conflicts_with_all = ["all", "page_token", "page_size", "order_by"])]
-    pub watch: bool,
-
-    /// With --watch: only changes after this revision.
-    #[arg(long, value_name = "N", requires = "watch")]
-    pub resume_revision: Option<i64>,
 }
 
 #[derive(Debug, Args)]
@@ -495,33 +502,8 @@ pub struct ListArgs {
     /// Parent: projects/{project}/regions/{region}.
     pub parent: RegionName,
 
-    /// AIP-160 filter, e.g. `labels.site = "berlin"`.
-    #[arg(long)]
-    pub filter: Option<String>,
-
-    /// Comma-separated field paths, each optionally followed by `desc`.
-    #[arg(long)]
-    pub order_by: Option<String>,
-
-    /// Maximum number of devices per page (server default 100, max 1000).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
-    pub page_size: Option<i32>,
-
-    /// Continue from this page token (as printed for a previous page).
-    #[arg(long, value_name = "TOKEN", conflicts_with = "all")]
-    pub page_token: Option<String>,
-
-    /// Field paths to return, comma-separated.
-    #[arg(long, value_name = "PATHS", value_delimiter = ',')]
-    pub mask: Vec<String>,
-
-    /// Wait until the read model has reached this revision.
-    #[arg(long, value_name = "N")]
-    pub min_revision: Option<i64>,
-
-    /// Follow next_page_token until the last page.
-    #[arg(long)]
-    pub all: bool,
+    #[command(flatten)]
+    pub page: ListPageArgs,
 }
 
 #[derive(Debug, Args)]

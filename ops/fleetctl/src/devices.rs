@@ -187,12 +187,12 @@ async fn get(conn: &Connection, args: GetArgs, out: Output) -> Result<(), Error>
 async fn list(conn: &Connection, args: ListArgs, out: Output) -> Result<(), Error> {
     let mut request = ListDevicesRequest {
         parent: args.parent.to_string(),
-        page_size: args.page_size.unwrap_or(0),
-        page_token: args.page_token.clone().unwrap_or_default(),
-        filter: args.filter.clone().unwrap_or_default(),
-        order_by: args.order_by.clone().unwrap_or_default(),
-        field_mask: field_mask(&args.mask),
-        min_revision: args.min_revision.unwrap_or(0),
+        page_size: args.page.page_size.unwrap_or(0),
+        page_token: args.page.page_token.clone().unwrap_or_default(),
+        filter: args.page.filter.clone().unwrap_or_default(),
+        order_by: args.page.order_by.clone().unwrap_or_default(),
+        field_mask: field_mask(&args.page.mask),
+        min_revision: args.page.min_revision.unwrap_or(0),
     };
     let mut client = connect(conn).await?;
     let mut all = ListDevicesResponse::default();
@@ -201,7 +201,7 @@ async fn list(conn: &Connection, args: ListArgs, out: Output) -> Result<(), Erro
         all.devices.extend(page.devices);
         all.revision = all.revision.max(page.revision);
         all.next_page_token = page.next_page_token;
-        if !args.all || all.next_page_token.is_empty() {
+        if !args.page.all || all.next_page_token.is_empty() {
             break;
         }
         if all.next_page_token == request.page_token {

@@ -324,20 +324,32 @@ fn list_request(
     if !parent.is_empty() {
         req.set("parent", json!(parent), "COLLECTION")?;
     }
-    req.set_opt("page_size", args.page_size.map(Json::from), "--page-size")?;
+    req.set_opt(
+        "page_size",
+        args.page.page_size.map(Json::from),
+        "--page-size",
+    )?;
     req.set_opt(
         "page_token",
-        args.page_token.clone().map(Json::from),
+        args.page.page_token.clone().map(Json::from),
         "--page-token",
     )?;
-    req.set_opt("filter", args.filter.clone().map(Json::from), "--filter")?;
+    req.set_opt(
+        "filter",
+        args.page.filter.clone().map(Json::from),
+        "--filter",
+    )?;
     req.set_opt(
         "order_by",
-        args.order_by.clone().map(Json::from),
+        args.page.order_by.clone().map(Json::from),
         "--order-by",
     )?;
-    req.mask("field_mask", request::mask_paths(&args.mask), "--mask")?;
-    req.set_opt("min_revision", args.min_revision.map(int), "--min-revision")?;
+    req.mask("field_mask", request::mask_paths(&args.page.mask), "--mask")?;
+    req.set_opt(
+        "min_revision",
+        args.page.min_revision.map(int),
+        "--min-revision",
+    )?;
     Ok((method, req.build()?))
 }
 
@@ -653,8 +665,8 @@ pub async fn list(ctx: &Ctx, args: ListResourceArgs) -> Result<(), Error> {
         let target = watch_request(
             &ctx.version,
             &args.collection,
-            args.filter.as_deref(),
-            &args.mask,
+            args.page.filter.as_deref(),
+            &args.page.mask,
             args.resume_revision,
         )?;
         return watch_stream(ctx, target, args.resume_revision.unwrap_or(0)).await;
@@ -667,6 +679,7 @@ pub async fn list(ctx: &Ctx, args: ListResourceArgs) -> Result<(), Error> {
     let min_revision_field = request.descriptor().get_field_by_name("min_revision");
     let client = ctx.client().await?;
     let bar = args
+        .page
         .all
         .then(|| spinner(&format!("listing {}", resource.plural)));
     let mut merged: Option<DynamicMessage> = None;
@@ -706,7 +719,7 @@ pub async fn list(ctx: &Ctx, args: ListResourceArgs) -> Result<(), Error> {
             if let Some(bar) = &bar {
                 bar.set_message(format!("{count} {} ({pages} pages)", resource.plural));
             }
-            if !args.all || token.is_empty() {
+            if !args.page.all || token.is_empty() {
                 return Ok(());
             }
             let previous = page_token_field
