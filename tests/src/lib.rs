@@ -300,6 +300,14 @@ impl FleetdProcess {
         }
     }
 
+    /// [`terminate`](Self::terminate) from async code: the wait runs off
+    /// the runtime, so the test's own gRPC connections (whose tasks live on
+    /// it) close while fleetd drains them instead of holding its graceful
+    /// shutdown until they time out.
+    pub async fn shut_down(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        tokio::task::spawn_blocking(move || self.terminate()).await?
+    }
+
     /// SIGTERM, then wait for a clean exit.
     pub fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         let mut child = self.child.take().context("fleetd already stopped")?;

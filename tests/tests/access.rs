@@ -374,7 +374,7 @@ async fn the_bootstrap_admin_key_is_made_once_and_shown_once() -> anyhow::Result
         // Empty means unset.
         ("FLEETLOG_BOOTSTRAP_ADMIN_KEY", String::new()),
     ];
-    let mut first = fleetlog_tests::FleetdProcess::start("all", &env)?;
+    let first = fleetlog_tests::FleetdProcess::start("all", &env)?;
     let key = first
         .printed_admin_key
         .clone()
@@ -395,7 +395,7 @@ async fn the_bootstrap_admin_key_is_made_once_and_shown_once() -> anyhow::Result
         Code::Unauthenticated,
         "no other key is an admin"
     );
-    first.terminate()?;
+    first.shut_down().await?;
 
     let second = fleetlog_tests::FleetdProcess::start("all", &env)?;
     assert_eq!(second.printed_admin_key, None, "shown once");

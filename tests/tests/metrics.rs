@@ -308,11 +308,13 @@ async fn metrics_are_present_and_moving() -> anyhow::Result<()> {
     sandbox.stop().await
 }
 
+/// One exported span: (service.name, span name, attributes).
+type ExportedSpan = (String, String, BTreeMap<String, String>);
+
 /// The spans one OTLP collector received.
 #[derive(Clone, Default)]
 struct Collector {
-    /// (service.name, span name, attributes) per span.
-    spans: Arc<Mutex<Vec<(String, String, BTreeMap<String, String>)>>>,
+    spans: Arc<Mutex<Vec<ExportedSpan>>>,
 }
 
 fn text_of(attributes: &[KeyValue]) -> BTreeMap<String, String> {
@@ -421,14 +423,8 @@ async fn command_spans_are_exported_over_otlp() -> anyhow::Result<()> {
         .map(|(_, span, attributes)| format!("{span} {attributes:?}"))
         .collect();
     assert!(exported, "the create's spans were exported; got {seen:#?}");
-    // Closed connections need no drain: the client goes, and the runtime
-    // stays free to close its connection while terminate() blocks.
     drop(client);
-    let stopped = tokio::task::spawn_blocking(move || {
-        let mut fleetd = fleetd;
-        fleetd.terminate()
-    })
-    .await??;
+    let stopped = fleetd.shut_down().await?;
     assert!(stopped.success());
     stop.cancel();
     server.await??;

@@ -87,7 +87,7 @@ async fn projector_survives_twenty_kill9s() -> anyhow::Result<()> {
     );
 
     // Once more, to catch up; then a clean stop.
-    let mut process = FleetdProcess::start("projector", &env)?;
+    let process = FleetdProcess::start("projector", &env)?;
     let mut client = fleetlog_proto::devices::v1::device_service_client::DeviceServiceClient::new(
         fleetlog_tests::admin(process.grpc_url()).await?,
     );
@@ -98,7 +98,7 @@ async fn projector_survives_twenty_kill9s() -> anyhow::Result<()> {
             ..Default::default()
         })
         .await?;
-    let status = process.terminate()?;
+    let status = process.shut_down().await?;
     assert!(status.success(), "SIGTERM stops fleetd cleanly: {status}");
 
     let projection_dir = projector_data

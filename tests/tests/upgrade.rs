@@ -571,11 +571,11 @@ async fn a_fleetd_killed_during_the_upgrade_completes_it_after_restart() -> anyh
     .await?;
     process.kill9();
     println!("killed in stage {:?}", read_stage(&nats).await?);
-    let mut process = FleetdProcess::start("all", &env)?;
+    let process = FleetdProcess::start("all", &env)?;
     let mut meta = Deployments::new(admin(process.grpc_url()).await?);
     settled_on(&mut meta, "v1alpha2", Duration::from_secs(120)).await?;
     check_all_visible(&process.grpc_url(), devices).await?;
-    let status = process.terminate()?;
+    let status = process.shut_down().await?;
     assert!(status.success());
     Ok(())
 }
