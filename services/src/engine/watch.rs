@@ -297,6 +297,10 @@ impl<R: Resource> Session<R> {
                 "this watch fell {skipped} events behind; resume from revision {}",
                 last.get()
             ),
+            RecvError::Closed if self.engine.ctx.shutdown.is_cancelled() => format!(
+                "this fleetd is shutting down; resume from revision {} (on another instance or after the restart)",
+                last.get()
+            ),
             RecvError::Closed => format!(
                 "the event log consumer ended; resume from revision {}",
                 last.get()
