@@ -22,13 +22,13 @@ struct Exit {
     took: Duration,
 }
 
-/// Runs `fleetd all --config FILE` with only `env` among the `FLEETLOG_*`
+/// Runs `fleetd ROLE --config FILE` with only `env` among the `FLEETLOG_*`
 /// variables; a nats-server binary that does not exist, so nothing can start
 /// even if the config were accepted.
-fn fleetd(config: &Path, env: &[(&str, &str)]) -> anyhow::Result<Exit> {
+fn fleetd(role: &str, config: &Path, env: &[(&str, &str)]) -> anyhow::Result<Exit> {
     let mut command = Command::new(fleetlog_tests::fleetd_bin()?);
     command
-        .arg("all")
+        .arg(role)
         .arg("--config")
         .arg(config)
         .env("RUST_LOG", "warn")
@@ -93,10 +93,20 @@ impl Case {
         self.dir.path().join("fleetd.yaml")
     }
 
-    /// fleetd must refuse the config: exit 2 within seconds, nothing
-    /// started, stderr one `fleetd: ` line holding every one of `says`.
+    /// `fleetd all` must refuse the config (see [`Case::refused_as`]).
     fn refused(&self, env: &[(&str, &str)], says: &[&str]) -> anyhow::Result<String> {
-        let exit = fleetd(&self.file(), env)?;
+        self.refused_as("all", env, says)
+    }
+
+    /// fleetd must refuse the config for `role`: exit 2 within seconds,
+    /// nothing started, stderr one `fleetd: ` line holding every one of `says`.
+    fn refused_as(
+        &self,
+        role: &str,
+        env: &[(&str, &str)],
+        says: &[&str],
+    ) -> anyhow::Result<String> {
+        let exit = fleetd(role, &self.file(), env)?;
         let stderr = exit.stderr.trim().to_owned();
         ensure!(
             exit.code == Some(2),
@@ -142,6 +152,22 @@ fn an_unknown_key_is_named_with_its_line_and_the_valid_keys() -> anyhow::Result<
             "did you mean `listen`?",
         ],
     )?;
+    Ok(())
+}
+
+#[test]
+fn the_api_and_projector_roles_need_a_nats_url() -> anyhow::Result<()> {
+    let case = Case::new(VALID)?;
+    for role in ["api", "projector"] {
+        case.refused_as(
+            role,
+            &[],
+            &[
+                &format!("the {role} role needs a NATS server"),
+                "FLEETLOG_NATS_URL",
+            ],
+        )?;
+    }
     Ok(())
 }
 
@@ -213,7 +239,7 @@ fn a_missing_tls_file_is_named() -> anyhow::Result<()> {
 #[test]
 fn a_valid_file_gets_past_the_config() -> anyhow::Result<()> {
     let case = Case::new(VALID)?;
-    let exit = fleetd(&case.file(), &[])?;
+    let exit = fleetd("all", &case.file(), &[])?;
     ensure!(
         exit.code == Some(1),
         "exit {:?}: {}",

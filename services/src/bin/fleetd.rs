@@ -27,6 +27,10 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if let Err(message) = args.role.check(&config) {
+        eprintln!("fleetd: {message}");
+        return std::process::ExitCode::from(2);
+    }
     // After the config: it says where spans go.
     let spans = match telemetry::otlp::init(config.otlp_endpoint.as_deref()) {
         Ok(spans) => spans,

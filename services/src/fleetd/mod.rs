@@ -80,6 +80,20 @@ pub enum Role {
     Projector,
 }
 
+impl Role {
+    /// What this role cannot run without, checked before anything starts.
+    pub fn check(self, config: &Config) -> Result<(), String> {
+        if config.nats_url.is_none() && self != Role::All {
+            return Err(format!(
+                "the {} role needs a NATS server: set FLEETLOG_NATS_URL (or nats_url in the \
+                 config file); only `fleetd all` starts its own",
+                format!("{self:?}").to_lowercase()
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The addresses a started fleetd serves on.
 #[derive(Clone, Copy, Debug)]
 pub struct Ready {
@@ -95,18 +109,20 @@ pub async fn run(
     shutdown: CancellationToken,
     ready: Option<tokio::sync::oneshot::Sender<Ready>>,
 ) -> anyhow::Result<()> {
+    // Before anything is made on disk: a misconfigured role leaves nothing behind.
+    role.check(&config).map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
 
-    let (managed, nats_url) = match (&config.nats_url, role) {
-        (Some(url), _) => (None, url.clone()),
-        (None, Role::All) => {
+    // Without a URL this is the all role (checked above): it runs its own.
+    let (managed, nats_url) = match &config.nats_url {
+        Some(url) => (None, url.clone()),
+        None => {
             let managed =
                 managed_nats::ManagedNats::start(&config.nats_server_bin, &config.data_dir).await?;
             let url = managed.url.clone();
             (Some(managed), url)
         }
-        (None, _) => anyhow::bail!("FLEETLOG_NATS_URL is required for the {role:?} role"),
     };
     let result = serve(role, &config, &nats_url, shutdown, ready).await;
     if let Some(managed) = managed {
