@@ -1,6 +1,7 @@
 //! `/metrics` is present and moving: gRPC calls counted by method and code
 //! with their latency, projection lag, open watches, the upgrade state; and
-//! the spans of a command exported over OTLP to a collector.
+//! the spans of a command exported over OTLP to a collector, in the caller's
+//! trace when it sent W3C `traceparent`.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use common::{PARENT, REGION, Sandbox, create, device, device_name};
 use fleetlog_proto::devices::v1::device_service_client::DeviceServiceClient;
-use fleetlog_proto::devices::v1::{GetDeviceRequest, WatchDevicesRequest};
+use fleetlog_proto::devices::v1::{CreateDeviceRequest, GetDeviceRequest, WatchDevicesRequest};
 use fleetlog_services::devices::DEFAULT_VERSION;
 use fleetlog_tests::{FleetdProcess, NatsServer, eventually};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
@@ -308,8 +309,15 @@ async fn metrics_are_present_and_moving() -> anyhow::Result<()> {
     sandbox.stop().await
 }
 
-/// One exported span: (service.name, span name, attributes).
-type ExportedSpan = (String, String, BTreeMap<String, String>);
+/// One span as the collector received it.
+struct ExportedSpan {
+    /// The resource's `service.name`.
+    service: String,
+    name: String,
+    /// Lowercase hex, as in `traceparent`.
+    trace_id: String,
+    attributes: BTreeMap<String, String>,
+}
 
 /// The spans one OTLP collector received.
 #[derive(Clone, Default)]
@@ -348,7 +356,12 @@ impl TraceService for Collector {
             let service = resource.get("service.name").cloned().unwrap_or_default();
             for scope in resource_spans.scope_spans {
                 for span in scope.spans {
-                    spans.push((service.clone(), span.name, text_of(&span.attributes)));
+                    spans.push(ExportedSpan {
+                        service: service.clone(),
+                        trace_id: span.trace_id.iter().map(|b| format!("{b:02x}")).collect(),
+                        attributes: text_of(&span.attributes),
+                        name: span.name,
+                    });
                 }
             }
         }
@@ -390,27 +403,55 @@ async fn command_spans_are_exported_over_otlp() -> anyhow::Result<()> {
         ],
     )?;
     let mut client = DeviceServiceClient::new(fleetlog_tests::admin(fleetd.grpc_url()).await?);
-    create(&mut client, "traced", device(&[], 3)).await?;
+    // The caller's W3C trace context: fleetd's spans join this trace.
+    const CALLERS_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+    let mut request = tonic::Request::new(CreateDeviceRequest {
+        parent: PARENT.into(),
+        device_id: "traced".into(),
+        device: Some(device(&[], 3)),
+        request_id: String::new(),
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{CALLERS_TRACE}-b7ad6b7169203331-01").parse()?,
+    );
+    client.create_device(request).await?;
+    // A call without trace context starts a trace of its own.
+    create(&mut client, "untraced", device(&[], 3)).await?;
     let name = device_name("traced");
 
-    let is_create = |(service, span, attributes): &(String, String, BTreeMap<String, String>)| {
-        service == "fleetd"
-            && span == "create"
-            && attributes.get("resource") == Some(&name)
-            && attributes.get("shard").is_some()
-            && attributes.get("revision").is_some_and(|r| r != "0")
+    let is_create = |span: &ExportedSpan| {
+        span.service == "fleetd"
+            && span.name == "create"
+            && span.trace_id == CALLERS_TRACE
+            && span.attributes.get("resource") == Some(&name)
+            && span.attributes.contains_key("shard")
+            && span.attributes.get("revision").is_some_and(|r| r != "0")
     };
-    let is_call = |(service, span, attributes): &(String, String, BTreeMap<String, String>)| {
-        service == "fleetd"
-            && span == "fleetlog.devices.v1.DeviceService/CreateDevice"
-            && attributes.get("rpc.method").map(String::as_str) == Some("CreateDevice")
-            && attributes.get("rpc.grpc.status_code").map(String::as_str) == Some("0")
+    let is_call = |span: &ExportedSpan| {
+        span.service == "fleetd"
+            && span.name == "fleetlog.devices.v1.DeviceService/CreateDevice"
+            && span.trace_id == CALLERS_TRACE
+            && span.attributes.get("rpc.method").map(String::as_str) == Some("CreateDevice")
+            && span
+                .attributes
+                .get("rpc.grpc.status_code")
+                .map(String::as_str)
+                == Some("0")
+    };
+    let is_untraced_create = |span: &ExportedSpan| {
+        span.name == "create"
+            && span.attributes.get("resource") == Some(&device_name("untraced"))
+            && span.trace_id != CALLERS_TRACE
+            && span.trace_id.chars().any(|c| c != '0')
     };
     let exported = eventually(Duration::from_secs(20), || {
         let spans = collector.spans.clone();
         let found = {
             let spans = spans.lock().expect("collector lock");
-            spans.iter().any(is_create) && spans.iter().any(is_call)
+            spans.iter().any(is_create)
+                && spans.iter().any(is_call)
+                && spans.iter().any(is_untraced_create)
         };
         async move { found }
     })
@@ -420,7 +461,7 @@ async fn command_spans_are_exported_over_otlp() -> anyhow::Result<()> {
         .lock()
         .expect("collector lock")
         .iter()
-        .map(|(_, span, attributes)| format!("{span} {attributes:?}"))
+        .map(|span| format!("{} {} {:?}", span.name, span.trace_id, span.attributes))
         .collect();
     assert!(exported, "the create's spans were exported; got {seen:#?}");
     drop(client);

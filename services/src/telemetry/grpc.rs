@@ -27,6 +27,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
+use fleetlog_proto::status::code_name;
 use http_body::{Body, Frame, SizeHint};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -35,26 +36,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use tonic::codegen::Service;
 use tonic::codegen::http::{HeaderMap, HeaderName, Request, Response};
 
-/// The status code names, indexed by code.
-const CODES: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
+/// gRPC has 17 codes, 0 (OK) to 16 (UNAUTHENTICATED).
+const CODE_COUNT: usize = 17;
 const OK: usize = 0;
 const CANCELLED: usize = 1;
 const UNKNOWN: usize = 2;
@@ -132,17 +115,19 @@ struct MethodStats {
     method: String,
     requests: Family<CallLabels, Counter>,
     durations: Durations,
-    by_code: [OnceLock<(Counter, Histogram)>; 17],
+    by_code: [OnceLock<(Counter, Histogram)>; CODE_COUNT],
 }
 
 impl MethodStats {
     fn record(&self, code: usize, seconds: f64) {
-        let code = if code < CODES.len() { code } else { UNKNOWN };
+        let code = if code < CODE_COUNT { code } else { UNKNOWN };
         let (count, duration) = self.by_code[code].get_or_init(|| {
             let labels = CallLabels {
                 service: self.service.clone(),
                 method: self.method.clone(),
-                code: CODES[code],
+                code: code_name(
+                    i32::try_from(code).map_or(tonic::Code::Unknown, tonic::Code::from),
+                ),
             };
             (
                 self.requests.get_or_create_owned(&labels),
@@ -203,6 +188,9 @@ where
             rpc.method = stats.method.as_str(),
             rpc.grpc.status_code = tracing::field::Empty,
         );
+        if !span.is_disabled() {
+            continue_callers_trace(&span, request.headers());
+        }
         let inner = {
             let _entered = span.enter();
             self.inner.call(request)
@@ -215,6 +203,36 @@ where
                 span,
             }),
         }
+    }
+}
+
+/// Makes the call span a child of the caller's span when the request
+/// carries W3C trace context (`traceparent`), so an exported trace runs
+/// from the client through fleetd. Without the header, or without an OTLP
+/// export to take the parent, this does nothing.
+fn continue_callers_trace(span: &tracing::Span, headers: &HeaderMap) {
+    use opentelemetry::propagation::TextMapPropagator;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    if !headers.contains_key("traceparent") {
+        return;
+    }
+    let caller = opentelemetry_sdk::propagation::TraceContextPropagator::new()
+        .extract(&TraceHeaders(headers));
+    // Fails only when no OpenTelemetry layer records this span.
+    let _ = span.set_parent(caller);
+}
+
+/// The request headers as OpenTelemetry's propagators read them.
+struct TraceHeaders<'a>(&'a HeaderMap);
+
+impl opentelemetry::propagation::Extractor for TraceHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
     }
 }
 
@@ -247,7 +265,7 @@ fn grpc_status(headers: &HeaderMap) -> Option<usize> {
         }
         _ => UNKNOWN,
     };
-    Some(if code < CODES.len() { code } else { UNKNOWN })
+    Some(if code < CODE_COUNT { code } else { UNKNOWN })
 }
 
 /// The response future of a metered call.
