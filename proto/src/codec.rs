@@ -84,6 +84,15 @@ impl DynamicCodec {
     }
 }
 
+/// The HTTP/2 path a gRPC call to `method` goes to: `/{service}/{method}`.
+pub fn method_path(
+    method: &prost_reflect::MethodDescriptor,
+) -> Result<tonic::codegen::http::uri::PathAndQuery, Status> {
+    let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
+    tonic::codegen::http::uri::PathAndQuery::try_from(path.as_str())
+        .map_err(|err| Status::internal(format!("method path {path}: {err}")))
+}
+
 impl Codec for DynamicCodec {
     type Encode = prost_reflect::DynamicMessage;
     type Decode = prost_reflect::DynamicMessage;

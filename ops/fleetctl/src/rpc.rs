@@ -1,12 +1,11 @@
 //! Calls to any method the catalog lists, with `DynamicMessage`s: the path
 //! is `/{service}/{method}`, the codec decodes the method's output type.
 
-use fleetlog_proto::codec::DynamicCodec;
+use fleetlog_proto::codec::{DynamicCodec, method_path};
 use futures::Stream;
 use prost_reflect::{DynamicMessage, MethodDescriptor};
 use tonic::Streaming;
 use tonic::client::Grpc;
-use tonic::codegen::http::uri::PathAndQuery;
 
 use crate::connect::AuthedChannel;
 
@@ -20,12 +19,6 @@ pub struct DynamicClient {
 pub enum Reply {
     One(DynamicMessage),
     Stream(Streaming<DynamicMessage>),
-}
-
-fn path(method: &MethodDescriptor) -> Result<PathAndQuery, tonic::Status> {
-    let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
-    PathAndQuery::try_from(path.as_str())
-        .map_err(|err| tonic::Status::internal(format!("method path {path}: {err}")))
 }
 
 impl DynamicClient {
@@ -54,7 +47,7 @@ impl DynamicClient {
         let mut grpc = self.ready().await?;
         let codec = DynamicCodec::new(method.output());
         let response = grpc
-            .unary(tonic::Request::new(request), path(method)?, codec)
+            .unary(tonic::Request::new(request), method_path(method)?, codec)
             .await?;
         Ok(response.into_inner())
     }
@@ -68,7 +61,7 @@ impl DynamicClient {
         let mut grpc = self.ready().await?;
         let codec = DynamicCodec::new(method.output());
         let response = grpc
-            .server_streaming(tonic::Request::new(request), path(method)?, codec)
+            .server_streaming(tonic::Request::new(request), method_path(method)?, codec)
             .await?;
         Ok(response.into_inner())
     }
@@ -94,7 +87,7 @@ impl DynamicClient {
             };
         }
         let codec = DynamicCodec::new(method.output());
-        let path = path(method)?;
+        let path = method_path(method)?;
         let mut grpc = self.ready().await?;
         let stream = requests_stream(requests);
         if method.is_server_streaming() {

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use fleetlog_proto::catalog::{Action, Addressed, CATALOG, Catalog, ResourceType, Standard};
-use fleetlog_proto::codec::DynamicCodec;
+use fleetlog_proto::codec::{DynamicCodec, method_path};
 use futures::{Stream, StreamExt};
 use prost_reflect::{
     DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor, ReflectMessage,
@@ -118,14 +118,7 @@ impl Gateway {
             Some(query.remove(at).1)
         });
         let call = self.resolve(&method, uri.path(), query, headers, body)?;
-        let path = format!(
-            "/{}/{}",
-            call.method.parent_service().full_name(),
-            call.method.name()
-        );
-        let path = path
-            .parse::<axum::http::uri::PathAndQuery>()
-            .map_err(|e| Status::internal(format!("method path {path}: {e}")))?;
+        let path = method_path(&call.method)?;
         let codec = DynamicCodec::new(call.method.output());
         let mut grpc = tonic::client::Grpc::new(self.grpc.clone())
             .max_decoding_message_size(usize::MAX)
