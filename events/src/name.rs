@@ -77,6 +77,22 @@ impl Id {
 /// Longest permitted DNS-style ID.
 pub const MAX_DOMAIN_ID_LEN: usize = 63;
 
+/// [`Id::parse`]'s rule as a regular expression (unanchored; the same in
+/// Rust and ECMAScript syntax), for API documents.
+pub const ID_REGEX: &str = "[a-z0-9_-]{1,32}";
+
+/// [`Id::parse_domain`]'s rule as a regular expression, except the length
+/// limit ([`MAX_DOMAIN_ID_LEN`]), which documents state on their own.
+pub const DOMAIN_ID_REGEX: &str =
+    r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*";
+
+/// A subset of the DNS-style IDs whose length the expression itself bounds
+/// (a first label of up to 30 characters and up to three more of up to 10:
+/// at most 63), for a DNS-style ID inside a longer string (a whole name),
+/// where no separate length limit can apply to it.
+pub const BOUNDED_DOMAIN_ID_REGEX: &str =
+    r"[a-z0-9]([a-z0-9-]{0,28}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?){0,3}";
+
 /// How one ID segment of a pattern is parsed: [`Id::parse`] or
 /// [`Id::parse_domain`].
 pub type IdParser = fn(&str) -> Result<Id, NameError>;
@@ -115,6 +131,10 @@ pub trait ParentName:
     /// The ID after the `projects` segment, if the pattern has one: the
     /// project that owns everything below (access is granted per project).
     fn project(&self) -> Option<&Id>;
+
+    /// The ID after the `regions` segment, if the pattern has one: the
+    /// region that owns everything below (commands run there).
+    fn region(&self) -> Option<&Id>;
 }
 
 /// A resource name of one pattern.
@@ -155,6 +175,11 @@ pub trait ResourceName:
 
     /// The project that owns the resource, if its pattern has one.
     fn project(&self) -> Option<&Id>;
+
+    /// The region that owns the resource: the `regions` segment of its
+    /// parent, if the pattern has one (`regions/{region}` itself has none:
+    /// a Region is not inside a region).
+    fn region(&self) -> Option<&Id>;
 }
 
 /// A resource's name in the one fixed storage form of its type. The subject,
@@ -313,6 +338,15 @@ macro_rules! resource_name {
                 )*
                 None
             }
+
+            fn region(&self) -> Option<&$crate::name::Id> {
+                $(
+                    if stringify!($pc) == "regions" {
+                        return Some(&self.$pf);
+                    }
+                )*
+                None
+            }
         }
 
         $(#[$doc])*
@@ -384,6 +418,15 @@ macro_rules! resource_name {
                 )*
                 None
             }
+
+            fn region(&self) -> Option<&$crate::name::Id> {
+                $(
+                    if stringify!($pc) == "regions" {
+                        return Some(&self.$pf);
+                    }
+                )*
+                None
+            }
         }
     };
 }
@@ -397,6 +440,14 @@ mod tests {
         pub struct ThingName {
             parent ThingParent { projects: project, regions: region }
             things: thing
+        }
+    }
+
+    resource_name! {
+        /// `regions/{region}`
+        pub struct RegionName {
+            parent RegionRoot {}
+            regions: region
         }
     }
 
@@ -428,6 +479,10 @@ mod tests {
         assert_eq!(name.project().map(Id::as_str), Some("p0"));
         assert_eq!(name.parent().project().map(Id::as_str), Some("p0"));
         assert_eq!(zone.project(), None);
+        assert_eq!(name.region().map(Id::as_str), Some("eu1"));
+        assert_eq!(name.parent().region().map(Id::as_str), Some("eu1"));
+        let region: RegionName = "regions/eu1".parse().expect("valid");
+        assert_eq!(region.region(), None, "a region is not inside one");
         assert_eq!(
             ThingName::collection_prefix(&name.parent()),
             "projects/p0/regions/eu1/things/"
@@ -463,6 +518,57 @@ mod tests {
         }
         assert!(DeploymentName::parse_id("eu1").is_ok());
         assert!(DeploymentName::parse_id("e.u1").is_err());
+    }
+
+    #[test]
+    fn the_regexes_say_what_the_parsers_accept() {
+        let id = regex::Regex::new(&format!("^{ID_REGEX}$")).expect("valid");
+        let domain = regex::Regex::new(&format!("^{DOMAIN_ID_REGEX}$")).expect("valid");
+        let samples = [
+            "",
+            "a",
+            "a-b_c",
+            "0",
+            "-",
+            "_x",
+            "A",
+            "a.b",
+            "a b",
+            "d\u{e9}",
+            "a/b",
+            "a*",
+            "devices.fleetlog.io",
+            "a..b",
+            ".a",
+            "a.",
+            "-a.b",
+            "a-.b",
+            "a.-b",
+            "x-1.y-2",
+            "under_score.io",
+            &"a".repeat(32),
+            &"a".repeat(33),
+        ];
+        let bounded = regex::Regex::new(&format!("^{BOUNDED_DOMAIN_ID_REGEX}$")).expect("valid");
+        for fits in ["devices.fleetlog.io", "api.platform.example.com", "a"] {
+            assert!(bounded.is_match(fits), "{fits}");
+        }
+        for sample in samples {
+            if bounded.is_match(sample) {
+                assert!(Id::parse_domain(sample).is_ok(), "bounded {sample:?}");
+            }
+            assert_eq!(
+                id.is_match(sample),
+                Id::parse(sample).is_ok(),
+                "id {sample:?}"
+            );
+            let within = sample.len() <= MAX_DOMAIN_ID_LEN;
+            assert_eq!(
+                domain.is_match(sample) && within,
+                Id::parse_domain(sample).is_ok(),
+                "domain {sample:?}"
+            );
+        }
     }
 
     #[test]

@@ -161,6 +161,8 @@ pub struct ResourceType {
     pub singular: String,
     /// lowerCamelCase: `provisioningPolicies`.
     pub plural: String,
+    /// The pattern's variables that take DNS-style IDs (`service`).
+    pub domain_variables: Vec<String>,
     pub methods: StandardMethods,
 }
 
@@ -291,6 +293,14 @@ impl Catalog {
         })
     }
 
+    /// Whether the pattern variable `variable` (wherever it appears: a
+    /// variable means the same thing in every pattern) takes DNS-style IDs.
+    pub fn is_domain_variable(&self, variable: &str) -> bool {
+        self.resources
+            .iter()
+            .any(|r| r.domain_variables.iter().any(|v| v == variable))
+    }
+
     /// The resource type whose collection is `plural` (e.g. `devices`) in
     /// `version`.
     pub fn resource_by_plural(&self, version: &str, plural: &str) -> Option<&Arc<ResourceType>> {
@@ -325,6 +335,17 @@ fn served_resource(
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default()
         };
+        let domain_variables = descriptor
+            .get_field_by_name("domain_variables")
+            .and_then(|v| {
+                v.as_list().map(|items| {
+                    items
+                        .iter()
+                        .filter_map(|i| i.as_str().map(str::to_owned))
+                        .collect()
+                })
+            })
+            .unwrap_or_default();
         let singular_upper = message.name().to_owned();
         let plural = field("plural");
         let plural_upper = upper_camel(&plural);
@@ -345,6 +366,7 @@ fn served_resource(
                 delete: find(format!("Delete{singular_upper}")),
             },
             plural,
+            domain_variables,
             message,
             service: service.clone(),
         })
@@ -561,5 +583,8 @@ mod tests {
             pattern.variables().collect::<Vec<_>>(),
             ["service", "deployment"]
         );
+        assert!(CATALOG.is_domain_variable("service"));
+        assert!(!CATALOG.is_domain_variable("deployment"));
+        assert!(!CATALOG.is_domain_variable("project"));
     }
 }

@@ -22,6 +22,7 @@ pub static DESCRIPTOR_POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
 
 pub mod catalog;
 pub mod codec;
+pub mod rules;
 pub mod status;
 
 pub mod api {

@@ -648,3 +648,93 @@ async fn nats_outage_is_unavailable_and_nothing_is_lost() -> anyhow::Result<()> 
     assert_eq!(listed.devices.len(), 2);
     sandbox.stop().await
 }
+
+#[tokio::test]
+async fn commands_for_a_region_this_fleetd_does_not_serve_are_refused() -> anyhow::Result<()> {
+    use fleetlog_proto::devices::v1::provisioning_policy::Spec as PolicySpec;
+    use fleetlog_proto::devices::v1::provisioning_policy::spec::Mode;
+    use fleetlog_proto::devices::v1::provisioning_policy_service_client::ProvisioningPolicyServiceClient;
+    use fleetlog_proto::devices::v1::{CreateProvisioningPolicyRequest, ProvisioningPolicy};
+    use fleetlog_proto::devices::v1alpha2;
+
+    let sandbox = Sandbox::start().await?;
+    let mut client = sandbox.client().await?;
+    let log = sandbox.log().await?;
+    let before = log.last_revision().await?;
+    let elsewhere = "projects/p0/regions/elsewhere";
+    let named = |id: &str| format!("{elsewhere}/devices/{id}");
+    let mentions = "region elsewhere, but this fleetd serves region eu1";
+
+    let created = client
+        .create_device(CreateDeviceRequest {
+            parent: elsewhere.into(),
+            device_id: "d0".into(),
+            device: Some(device(&[], 3)),
+            request_id: String::new(),
+        })
+        .await;
+    assert_code(created, Code::FailedPrecondition, mentions);
+    let mut patch = device(&[], 4);
+    patch.name = named("d0");
+    let updated = client
+        .update_device(UpdateDeviceRequest {
+            device: Some(patch),
+            allow_missing: true,
+            ..Default::default()
+        })
+        .await;
+    assert_code(updated, Code::FailedPrecondition, mentions);
+    let deleted = client
+        .delete_device(DeleteDeviceRequest {
+            name: named("d0"),
+            allow_missing: true,
+            ..Default::default()
+        })
+        .await;
+    assert_code(deleted, Code::FailedPrecondition, mentions);
+    let mut policies =
+        ProvisioningPolicyServiceClient::new(fleetlog_tests::admin(sandbox.grpc_url()).await?);
+    let policy = policies
+        .create_provisioning_policy(CreateProvisioningPolicyRequest {
+            parent: elsewhere.into(),
+            provisioning_policy_id: "p".into(),
+            provisioning_policy: Some(ProvisioningPolicy {
+                spec: Some(PolicySpec {
+                    mode: Mode::Unattended as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await;
+    assert_code(policy, Code::FailedPrecondition, mentions);
+    assert_eq!(log.last_revision().await?, before, "nothing was written");
+
+    // v1alpha2 names have no region: they are the served region's.
+    let mut old = v1alpha2::device_service_client::DeviceServiceClient::new(
+        fleetlog_tests::admin(sandbox.grpc_url()).await?,
+    );
+    let made = old
+        .create_device(v1alpha2::CreateDeviceRequest {
+            parent: "projects/p0".into(),
+            device_id: "d1".into(),
+            device: Some(v1alpha2::Device::default()),
+            request_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    let found = client
+        .get_device(get(&device_name("d1"), revision_of(&made)))
+        .await?
+        .into_inner();
+    assert_eq!(
+        found.metadata.map(|m| m.owning_region).as_deref(),
+        Some("eu1")
+    );
+    sandbox.stop().await
+}
+
+fn revision_of(device: &fleetlog_proto::devices::v1alpha2::Device) -> i64 {
+    device.metadata.as_ref().map_or(0, |m| m.revision)
+}

@@ -13,7 +13,7 @@ use fleetlog_proto::devices::v1::{
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 
-use super::device::{DeviceName, MAX_LOG_PRIORITY};
+use super::device::DeviceName;
 use super::logs::{self, DeviceLogs, MAX_ENTRIES_PER_UPLOAD, MAX_MESSAGE_BYTES};
 use super::provisioning::{Provisioned, Provisioning, Who};
 use crate::auth::{ACTOR, Access, Caller};
@@ -241,14 +241,8 @@ impl DeviceAgent {
             .flow
             .device_for(caller, Who::Role(Access::Read), &request.name)
             .await?;
-        if let Some(min) = request.min_priority
-            && !(0..=MAX_LOG_PRIORITY).contains(&min)
-        {
-            return Err(ServiceError::invalid(
-                "min_priority",
-                format!("must be 0 to {MAX_LOG_PRIORITY} (journald levels), got {min}"),
-            ));
-        }
+        fleetlog_proto::rules::check(&request)
+            .map_err(|v| ServiceError::invalid(v.path, v.message))?;
         let since = request
             .since
             .map(|t| {
@@ -277,15 +271,9 @@ fn check_entries(entries: &[LogEntry]) -> Result<(), ServiceError> {
         ));
     }
     for (i, entry) in entries.iter().enumerate() {
-        if !(0..=MAX_LOG_PRIORITY).contains(&entry.priority) {
-            return Err(ServiceError::invalid(
-                format!("entries[{i}].priority"),
-                format!(
-                    "must be 0 to {MAX_LOG_PRIORITY} (journald levels), got {}",
-                    entry.priority
-                ),
-            ));
-        }
+        // The priority's range is declared in the proto (FieldRules).
+        fleetlog_proto::rules::check(entry)
+            .map_err(|v| ServiceError::invalid(format!("entries[{i}].{}", v.path), v.message))?;
         if entry.message.len() > MAX_MESSAGE_BYTES {
             return Err(ServiceError::invalid(
                 format!("entries[{i}].message"),

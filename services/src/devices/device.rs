@@ -30,9 +30,6 @@ resource_name! {
     }
 }
 
-/// journald priorities run from 0 (emerg) to 7 (debug).
-pub const MAX_LOG_PRIORITY: i32 = 7;
-
 impl Resource for Device {
     type Name = DeviceName;
     const FIELD: &'static str = "device";
@@ -84,27 +81,17 @@ impl Resource for Device {
     }
 
     fn validate(&self) -> Result<(), FieldViolation> {
-        if let Some(logging) = self.spec.as_ref().and_then(|s| s.logging_config.as_ref()) {
-            if !(0..=MAX_LOG_PRIORITY).contains(&logging.priority) {
-                return Err(FieldViolation::new(
-                    "spec.logging_config.priority",
-                    format!(
-                        "must be 0 to {MAX_LOG_PRIORITY} (journald levels), got {}",
-                        logging.priority
-                    ),
-                ));
-            }
-            if let Some((i, _)) = logging
-                .units
-                .iter()
-                .enumerate()
-                .find(|(_, u)| !is_unit_name(u))
-            {
-                return Err(FieldViolation::new(
-                    format!("spec.logging_config.units[{i}]"),
-                    "must be a systemd unit name such as sshd.service",
-                ));
-            }
+        // The priority's range is declared in the proto (FieldRules).
+        let units = self
+            .spec
+            .as_ref()
+            .and_then(|s| s.logging_config.as_ref())
+            .map_or(&[][..], |logging| logging.units.as_slice());
+        if let Some(i) = units.iter().position(|u| !is_unit_name(u)) {
+            return Err(FieldViolation::new(
+                format!("spec.logging_config.units[{i}]"),
+                "must be a systemd unit name such as sshd.service",
+            ));
         }
         Ok(())
     }
@@ -243,14 +230,11 @@ mod tests {
     fn validates_priority_and_units() {
         assert_eq!(with_logging(0, &[]).validate(), Ok(()));
         assert_eq!(with_logging(7, &["sshd.service"]).validate(), Ok(()));
-        let err = with_logging(8, &[])
-            .validate()
-            .expect_err("8 is out of range");
-        assert_eq!(err.path, "spec.logging_config.priority");
-        let err = with_logging(-1, &[])
-            .validate()
-            .expect_err("-1 is out of range");
-        assert_eq!(err.path, "spec.logging_config.priority");
+        for out_of_range in [8, -1] {
+            let err = fleetlog_proto::rules::check(&with_logging(out_of_range, &[]))
+                .expect_err("out of range");
+            assert_eq!(err.path, "spec.logging_config.priority");
+        }
         let err = with_logging(3, &["ok.service", "bad unit"])
             .validate()
             .expect_err("space");

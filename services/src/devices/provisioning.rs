@@ -77,16 +77,8 @@ impl Resource for ProvisioningPolicy {
     }
 
     fn validate(&self) -> Result<(), FieldViolation> {
+        // `spec.mode` must be set: declared in the proto (FieldRules).
         let spec = self.spec.clone().unwrap_or_default();
-        if !matches!(
-            Mode::try_from(spec.mode),
-            Ok(Mode::Unattended | Mode::ManualApproval)
-        ) {
-            return Err(FieldViolation::new(
-                "spec.mode",
-                "must be UNATTENDED or MANUAL_APPROVAL",
-            ));
-        }
         let device = Device::default().descriptor();
         for (i, path) in spec.identity_field_paths.iter().enumerate() {
             FieldPath::parse(path, &device, "identity_field_paths").map_err(|e| {
@@ -986,7 +978,12 @@ mod tests {
             name: "projects/p/regions/eu1/provisioningPolicies/pi".into(),
             ..Default::default()
         };
-        assert_eq!(policy.validate().expect_err("no mode").path, "spec.mode");
+        assert_eq!(
+            fleetlog_proto::rules::check(&policy)
+                .expect_err("no mode")
+                .path,
+            "spec.mode"
+        );
         policy.spec = Some(provisioning_policy::Spec {
             mode: Mode::Unattended as i32,
             identity_field_paths: vec!["status.nope".into()],

@@ -9,11 +9,12 @@ use fleetlog_events::envelope::{ChangeKind, CommandId, ResourceChange};
 use fleetlog_events::{
     Appended, LogError, ResourceName, Revision, ShardId, StorageKey, StoredEvent,
 };
+use fleetlog_projections::Projection;
 use fleetlog_projections::query_lang::FieldMask;
 use prost_types::Timestamp;
 use tracing::field::{Empty, display};
 
-use super::{Engine, Resource};
+use super::{Engine, FieldViolation, Resource, Surroundings};
 use crate::error::ServiceError;
 
 /// How often an update without `expected_revision` re-reads and re-applies
@@ -57,12 +58,13 @@ impl<R: Resource> Engine<R> {
         let id = <R::Name as ResourceName>::parse_id(&request.id)
             .map_err(|e| ServiceError::invalid(R::ID_FIELD, e.to_string()))?;
         let name = R::Name::new(parent, id);
+        self.check_served(&name)?;
         let command = command_id(&request.request_id)?;
         let mut resource = request.resource.unwrap_or_default();
         resource.set_name(name.to_string());
         resource.keep_output_only(None);
         self.validate(&resource)?;
-        resource.check_references(&self.projection())?;
+        resource.check_references(&self.surroundings(&self.projection()))?;
 
         let key = R::storage_key(&name);
         trace_command(&key, &name, &command);
@@ -108,6 +110,7 @@ impl<R: Resource> Engine<R> {
             return Err(ServiceError::invalid(field, "is required"));
         };
         let name = self.parse_name(&format!("{field}.name"), patch.name())?;
+        self.check_served(&name)?;
         let command = command_id(&request.request_id)?;
         let expected_revision = parse_expected_revision(request.expected_revision)?;
         let descriptor = R::default().descriptor();
@@ -132,7 +135,7 @@ impl<R: Resource> Engine<R> {
             updated.set_name(name.to_string());
             updated.keep_output_only(Some(current));
             self.validate(&updated)?;
-            updated.check_references(&self.projection())?;
+            updated.check_references(&self.surroundings(&self.projection()))?;
             self.stamp(&mut updated, current.metadata(), &key);
             Ok::<_, ServiceError>(updated)
         };
@@ -218,20 +221,22 @@ impl<R: Resource> Engine<R> {
         self.check_accepts_commands()?;
         let _writing = self.ctx.write_gate.read().await;
         let name = self.parse_name("name", &request.name)?;
+        self.check_served(&name)?;
         let command = command_id(&request.request_id)?;
         let expected_revision = parse_expected_revision(request.expected_revision)?;
         let key = R::storage_key(&name);
         trace_command(&key, &name, &command);
         let tombstone_of = |mut resource: R| {
+            resource.check_delete(&self.surroundings(&self.projection()))?;
             resource.metadata_mut().revision = 0;
             resource.metadata_mut().delete_time = Some(Timestamp::from(SystemTime::now()));
-            resource
+            Ok::<_, ServiceError>(resource)
         };
         // As in update: try the projected state first, let the log decide.
         if let Some((current, revision)) = self.projected(&name)?
             && (expected_revision == Revision::NONE || expected_revision == revision)
         {
-            let tombstone = tombstone_of(current);
+            let tombstone = tombstone_of(current)?;
             match self
                 .append(
                     &key,
@@ -258,7 +263,7 @@ impl<R: Resource> Engine<R> {
                 _ => return Err(ServiceError::NotFound(name.to_string())),
             };
             check_expected(&name, expected_revision, last_revision)?;
-            let tombstone = tombstone_of(current);
+            let tombstone = tombstone_of(current)?;
             let outcome = self
                 .append(
                     &key,
@@ -322,13 +327,42 @@ impl<R: Resource> Engine<R> {
         )
     }
 
+    /// Refuses commands for resources of another region: this process
+    /// writes only its own region's log (commands are not routed between
+    /// regions).
+    fn check_served(&self, name: &R::Name) -> Result<(), ServiceError> {
+        match name.region() {
+            Some(region) if *region != self.ctx.region => {
+                Err(ServiceError::FailedPrecondition(format!(
+                    "{name} is in region {region}, but this fleetd serves region {served}; \
+                     send commands for {region} to that region's endpoint (or use regions/{served})",
+                    served = self.ctx.region
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn surroundings<'a>(&'a self, projection: &'a Projection) -> Surroundings<'a> {
+        Surroundings {
+            projection,
+            region: &self.ctx.region,
+            runs: self.ctx.runs,
+        }
+    }
+
+    /// The rules the resource's fields declare (`fleetlog.api.v1.field`),
+    /// then the type's own.
     fn validate(&self, resource: &R) -> Result<(), ServiceError> {
-        resource.validate().map_err(|violation| {
-            ServiceError::invalid(
-                format!("{}.{}", R::FIELD, violation.path),
-                violation.message,
-            )
-        })
+        fleetlog_proto::rules::check(resource)
+            .map_err(|v| FieldViolation::new(v.path, v.message))
+            .and_then(|()| resource.validate())
+            .map_err(|violation| {
+                ServiceError::invalid(
+                    format!("{}.{}", R::FIELD, violation.path),
+                    violation.message,
+                )
+            })
     }
 
     /// Sets the output-only metadata; whatever a client sent there is ignored.
@@ -387,6 +421,7 @@ impl<R: Resource> Engine<R> {
         self.check_accepts_commands()?;
         let _writing = self.ctx.write_gate.read().await;
         let name = self.parse_name("name", name)?;
+        self.check_served(&name)?;
         let command = command_id(request_id)?;
         let expected_revision = parse_expected_revision(expected_revision)?;
         let key = R::storage_key(&name);

@@ -96,7 +96,14 @@ pub trait Resource:
 
     /// Rules that involve other resources of the same service, checked
     /// against the active projection before a create or update is written.
-    fn check_references(&self, _projection: &Projection) -> Result<(), ServiceError> {
+    fn check_references(&self, _around: &Surroundings<'_>) -> Result<(), ServiceError> {
+        Ok(())
+    }
+
+    /// Refuses to delete this resource while something depends on it
+    /// (FAILED_PRECONDITION naming what), checked against the active
+    /// projection before the tombstone is written.
+    fn check_delete(&self, _around: &Surroundings<'_>) -> Result<(), ServiceError> {
         Ok(())
     }
 
@@ -144,6 +151,17 @@ pub fn decode_own_version<R: Resource>(any: &Any) -> Result<R, ServiceError> {
         .map_err(|e| ServiceError::Internal(format!("an event does not decode: {e}")))
 }
 
+/// What a resource's own checks may look at beyond the request itself.
+pub struct Surroundings<'a> {
+    /// The service's active projection: the other resources, as of now.
+    pub projection: &'a Projection,
+    /// The region this process serves.
+    pub region: &'a Id,
+    /// The services this process runs in `region` (their Deployment there,
+    /// their Service and the Region are in use while it runs).
+    pub runs: &'a [&'a str],
+}
+
 /// A resource as one API version writes it into an event or a projection.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Wire {
@@ -187,6 +205,9 @@ pub struct ServiceContext {
     pub write_gate: Arc<tokio::sync::RwLock<()>>,
     /// The region this process serves.
     pub region: Id,
+    /// The services this process runs in `region`, by their Meta name
+    /// (`devices.fleetlog.io`): Meta refuses to delete what they need.
+    pub runs: &'static [&'static str],
     pub page_tokens: PageTokenKey,
     /// Longest wait for `min_revision`.
     pub read_wait: Duration,
@@ -289,6 +310,7 @@ impl<R: Resource> Engine<R> {
 pub use commands::{CreateRequest, DeleteRequest, SHARD_LABEL, UpdateRequest};
 pub use queries::{
     DEFAULT_PAGE_SIZE, ListRequest, ListResponse, MAX_PAGE_SIZE, stored, stored_under,
+    stored_with_prefix,
 };
 
 impl ServiceContext {

@@ -213,11 +213,17 @@ pub fn stored_under<R: Resource>(
     projection: &Projection,
     parent: &<R::Name as ResourceName>::Parent,
 ) -> Result<Vec<R>, ServiceError> {
+    stored_with_prefix(projection, &R::Name::collection_prefix(parent))
+}
+
+/// Every `R` whose name starts with `prefix` (e.g. `services/`: the
+/// deployments of every service), as [`stored_under`] reads them.
+pub fn stored_with_prefix<R: Resource>(
+    projection: &Projection,
+    prefix: &str,
+) -> Result<Vec<R>, ServiceError> {
     let descriptor = R::default().descriptor();
-    let key = fleetlog_projections::store::record_key(
-        descriptor.full_name(),
-        &R::Name::collection_prefix(parent),
-    );
+    let key = fleetlog_projections::store::record_key(descriptor.full_name(), prefix);
     let mut found = Vec::new();
     projection.store().scan(&key, None, |_, record| {
         let mut resource = R::decode(record.bytes.as_slice()).map_err(|e| {

@@ -1,18 +1,26 @@
-//! First start: registers this region, the Devices service and its
-//! deployment here in Meta. Idempotent: fixed request ids make a repeated
-//! bootstrap (every start, or two processes at once) a no-op.
+//! Every start: registers this region, the Devices service and its
+//! deployment here in Meta, creating whichever the log does not hold.
+//!
+//! What exists is read from the log (the stream leader), never inferred
+//! from JetStream's duplicate window: a fixed request id would make a
+//! re-create within two minutes of a deletion "succeed" as a retry of the
+//! first create without writing anything. Each create has a fresh command
+//! id; two processes bootstrapping at once both try, one writes, the other
+//! finds it (ALREADY_EXISTS).
 
 use std::sync::Arc;
 
-use fleetlog_events::Id;
+use fleetlog_events::{Id, ResourceName};
 use fleetlog_proto::meta::v1::{Deployment, Region, Service};
 
 use crate::devices;
-use crate::engine::{CreateRequest, Engine, ServiceContext};
+use crate::engine::{CreateRequest, Engine, Resource, ServiceContext};
 use crate::error::ServiceError;
+use crate::meta::deployment::deployment_name;
 use crate::meta::region::RegionName;
+use crate::meta::service::ServiceName;
 
-/// Creates what is missing; existing records are left as they are.
+/// Creates what the log does not hold; existing records are left as they are.
 pub async fn register(
     meta: &Arc<ServiceContext>,
     region: &Id,
@@ -21,61 +29,67 @@ pub async fn register(
     let region_name = RegionName {
         region: region.clone(),
     };
-    created(
-        Engine::<Region>::new(meta.clone())
-            .create(CreateRequest {
-                parent: String::new(),
-                id: region.to_string(),
-                resource: Some(Region {
-                    title: region.to_string(),
-                    ..Default::default()
-                }),
-                request_id: format!("bootstrap-region-{region}"),
-            })
-            .await,
-    )?;
-    created(
-        Engine::<Service>::new(meta.clone())
-            .create(CreateRequest {
-                parent: String::new(),
-                id: devices::SERVICE_DOMAIN.to_owned(),
-                resource: Some(Service {
-                    display_name: "Devices".into(),
-                    global_domain: devices::SERVICE_DOMAIN.into(),
-                    all_versions: devices::VERSIONS.iter().map(|v| (*v).to_owned()).collect(),
-                    leading_region: region_name.to_string(),
-                    ..Default::default()
-                }),
-                request_id: "bootstrap-service-devices".into(),
-            })
-            .await,
-    )?;
-    // The deployment is checked against the service in the projection.
-    let written = meta.log.last_revision().await?;
-    meta.active
-        .load_full()
-        .wait_for(written, std::time::Duration::from_secs(30))
-        .await?;
-    created(
-        Engine::<Deployment>::new(meta.clone())
-            .create(CreateRequest {
-                parent: format!("services/{}", devices::SERVICE_DOMAIN),
-                id: region.to_string(),
-                resource: Some(Deployment {
-                    region: region_name.to_string(),
-                    regional_domain: format!("{region}.{}", devices::SERVICE_DOMAIN),
-                    current_version: initial_version.to_owned(),
-                    ..Default::default()
-                }),
-                request_id: format!("bootstrap-deployment-devices-{region}"),
-            })
-            .await,
-    )?;
-    Ok(())
+    ensure(
+        meta,
+        &region_name,
+        Region {
+            title: region.to_string(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let service_name = ServiceName {
+        service: Id::parse_domain(devices::SERVICE_DOMAIN)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?,
+    };
+    ensure(
+        meta,
+        &service_name,
+        Service {
+            display_name: "Devices".into(),
+            global_domain: devices::SERVICE_DOMAIN.into(),
+            all_versions: devices::VERSIONS.iter().map(|v| (*v).to_owned()).collect(),
+            leading_region: region_name.to_string(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    // Meta writes settle before they answer, so the deployment's check
+    // against the service in the projection sees it.
+    ensure(
+        meta,
+        &deployment_name(devices::SERVICE_DOMAIN, region)?,
+        Deployment {
+            region: region_name.to_string(),
+            regional_domain: format!("{region}.{}", devices::SERVICE_DOMAIN),
+            current_version: initial_version.to_owned(),
+            ..Default::default()
+        },
+    )
+    .await
 }
 
-fn created<T>(result: Result<T, ServiceError>) -> Result<(), ServiceError> {
-    match result {
+/// Creates `resource` as `name` unless the log holds a live resource of
+/// that name.
+async fn ensure<R: Resource>(
+    meta: &Arc<ServiceContext>,
+    name: &R::Name,
+    resource: R,
+) -> Result<(), ServiceError> {
+    let engine = Engine::<R>::new(meta.clone());
+    if engine.current(name).await?.is_some() {
+        return Ok(());
+    }
+    tracing::info!(resource = %name, "registering in Meta");
+    let created = engine
+        .create(CreateRequest {
+            parent: name.parent().to_string(),
+            id: name.id().to_string(),
+            resource: Some(resource),
+            request_id: String::new(),
+        })
+        .await;
+    match created {
         Ok(_) | Err(ServiceError::AlreadyExists(_)) => Ok(()),
         Err(err) => Err(err),
     }

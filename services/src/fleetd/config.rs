@@ -33,6 +33,7 @@ pub const KEYS: &[&str] = &[
     "max_request_bytes",
     "tls",
     "otlp_endpoint",
+    "cors_allowed_origins",
 ];
 
 /// The keys under `tls:`.
@@ -57,6 +58,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("tls.cert_file", "FLEETLOG_TLS_CERT"),
     ("tls.key_file", "FLEETLOG_TLS_KEY"),
     ("otlp_endpoint", "FLEETLOG_OTLP_ENDPOINT"),
+    ("cors_allowed_origins", "FLEETLOG_CORS_ALLOWED_ORIGINS"),
 ];
 
 #[derive(Clone, PartialEq)]
@@ -92,6 +94,9 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// OTLP/gRPC collector to export traces to (`http://127.0.0.1:4317`).
     pub otlp_endpoint: Option<String>,
+    /// Web origins (`https://console.example.com`, or `*`) whose pages may
+    /// call fleetd through gRPC-Web and REST; empty: none (no CORS).
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// A PEM certificate (chain, leaf first) and its private key.
@@ -118,6 +123,7 @@ impl Default for Config {
             max_request_bytes: 4 * 1024 * 1024,
             tls: None,
             otlp_endpoint: None,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -143,6 +149,7 @@ impl fmt::Debug for Config {
             .field("max_request_bytes", &self.max_request_bytes)
             .field("tls", &self.tls)
             .field("otlp_endpoint", &self.otlp_endpoint)
+            .field("cors_allowed_origins", &self.cors_allowed_origins)
             .finish()
     }
 }
@@ -243,6 +250,7 @@ struct FileConfig {
     max_request_bytes: Option<usize>,
     tls: Option<FileTls>,
     otlp_endpoint: Option<String>,
+    cors_allowed_origins: Option<Vec<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -416,6 +424,15 @@ impl Config {
             sources.set_by_env("otlp_endpoint", "FLEETLOG_OTLP_ENDPOINT", &v);
             config.otlp_endpoint = Some(v);
         }
+        if let Some(v) = var("FLEETLOG_CORS_ALLOWED_ORIGINS") {
+            sources.set_by_env("cors_allowed_origins", "FLEETLOG_CORS_ALLOWED_ORIGINS", &v);
+            config.cors_allowed_origins = v
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
 
         config.tls = match (cert_file, key_file) {
             (Some(cert_file), Some(key_file)) => Some(TlsFiles {
@@ -506,6 +523,10 @@ impl Config {
             sources.set_by_file("otlp_endpoint");
             self.otlp_endpoint = Some(v);
         }
+        if let Some(v) = file.cors_allowed_origins {
+            sources.set_by_file("cors_allowed_origins");
+            self.cors_allowed_origins = v;
+        }
     }
 
     /// The checks that need more than the type; errors name the value's
@@ -562,6 +583,11 @@ impl Config {
                     "is not an OTLP/gRPC collector URL: it must start with http:// or \
                      https://, e.g. http://127.0.0.1:4317",
                 ));
+            }
+        }
+        for origin in &self.cors_allowed_origins {
+            if let Err(problem) = check_origin(origin) {
+                return Err(sources.invalid("cors_allowed_origins", origin, problem));
             }
         }
         if check_files && let Some(tls) = &self.tls {
@@ -674,6 +700,28 @@ impl TlsFiles {
 const ADDRESS: &str = "IP:PORT, e.g. 127.0.0.1:7400 or [::]:7400";
 const MILLISECONDS: &str = "a whole number of milliseconds";
 const BYTES: &str = "a whole number of bytes";
+
+/// A web origin as browsers send it (`scheme://host[:port]`, no path), or
+/// `*` for every origin.
+fn check_origin(origin: &str) -> Result<(), String> {
+    if origin == "*" {
+        return Ok(());
+    }
+    let host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .ok_or("is not a web origin: it must start with http:// or https:// (or be *)")?;
+    if host.is_empty() || host.contains(['/', '?', '#', ' ']) {
+        return Err(
+            "is not a web origin: write scheme://host[:port] without a path, e.g. \
+             https://console.example.com"
+                .into(),
+        );
+    }
+    axum::http::HeaderValue::from_str(origin)
+        .map_err(|_| "is not a web origin: it has characters a header cannot carry".to_owned())?;
+    Ok(())
+}
 
 fn parse_env<T: std::str::FromStr>(
     name: &'static str,
@@ -933,7 +981,8 @@ mod tests {
             heartbeat_timeout_ms: 2\n\
             max_request_bytes: 3\n\
             tls:\n  cert_file: /file/crt\n  key_file: /file/key\n\
-            otlp_endpoint: http://file:4317\n";
+            otlp_endpoint: http://file:4317\n\
+            cors_allowed_origins: [\"https://file.example\"]\n";
         let from_file = parse(file, &[])?;
         assert_eq!(from_file.region, "file");
         assert_eq!(from_file.max_request_bytes, 3);
@@ -954,6 +1003,10 @@ mod tests {
                 ("FLEETLOG_TLS_CERT", "/env/crt"),
                 ("FLEETLOG_TLS_KEY", "/env/key"),
                 ("FLEETLOG_OTLP_ENDPOINT", "https://env:4317"),
+                (
+                    "FLEETLOG_CORS_ALLOWED_ORIGINS",
+                    "https://a.example, http://b.example:8080",
+                ),
             ],
         )?;
         let expected = Config {
@@ -974,6 +1027,7 @@ mod tests {
                 key_file: "/env/key".into(),
             }),
             otlp_endpoint: Some("https://env:4317".into()),
+            cors_allowed_origins: vec!["https://a.example".into(), "http://b.example:8080".into()],
         };
         assert_eq!(config, expected);
         // An empty variable is unset: the file's value stays.
@@ -1159,6 +1213,37 @@ mod tests {
             "{err}"
         );
         Ok(())
+    }
+
+    #[test]
+    fn cors_origins_are_web_origins() {
+        let config = parse(
+            "version: 1\ncors_allowed_origins: [\"*\", \"http://127.0.0.1:8080\"]\n",
+            &[],
+        );
+        assert!(
+            matches!(&config, Ok(c) if c.cors_allowed_origins.len() == 2),
+            "{config:?}"
+        );
+        let message = error(
+            "version: 1\ncors_allowed_origins: [\"https://a.example/app\"]\n",
+            &[],
+        );
+        assert!(
+            message.starts_with(
+                "fleetd.yaml:2: cors_allowed_origins \"https://a.example/app\" is not a web origin"
+            ),
+            "{message}"
+        );
+        let message = error(
+            "version: 1\n",
+            &[("FLEETLOG_CORS_ALLOWED_ORIGINS", "a.example")],
+        );
+        assert!(
+            message.starts_with("environment variable FLEETLOG_CORS_ALLOWED_ORIGINS=\"a.example\"")
+                && message.contains("must start with http://"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -193,6 +193,7 @@ async fn serve(
             versions,
             write_gate: Default::default(),
             region: region.clone(),
+            runs: &[devices::SERVICE_DOMAIN],
             page_tokens: page_tokens.clone(),
             read_wait: config.read_wait(),
             shutdown: shutdown.clone(),
@@ -212,7 +213,10 @@ async fn serve(
         // Shown this once: only its hash is kept.
         println!("fleetd bootstrap admin key (shown once, keep it safe): {key}");
     }
-    let meta_ctx = context(&meta_log, &meta_set, meta::VERSIONS, false);
+    // Meta writes settle too: a registration is visible (and checked
+    // against) from its answer on, so a Service and then its Deployment can
+    // be created back to back.
+    let meta_ctx = context(&meta_log, &meta_set, meta::VERSIONS, true);
     let deployments = Engine::<Deployment>::new(meta_ctx.clone());
     let deployment_name = deployment::deployment_name(devices::SERVICE_DOMAIN, &region)?;
     if accept_commands {
@@ -348,8 +352,11 @@ async fn serve(
             .context("the TLS certificate and key")?;
     }
     let grpc_shutdown = shutdown.clone();
+    let cors = gateway::cors::layer(&config.cors_allowed_origins);
     let grpc = grpc_server
         .accept_http1(true)
+        // Outermost: a browser's preflight is answered before gRPC-Web.
+        .layer(tower::util::option_layer(cors.clone()))
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(metrics.grpc_layer())
         .add_routes(routes.clone())
@@ -364,8 +371,11 @@ async fn serve(
     let metered = tower::ServiceBuilder::new()
         .layer(metrics.grpc_layer())
         .service(routes);
-    let http_app = gateway::router(gateway::Gateway::new(metered), limit)
+    let mut http_app = gateway::router(gateway::Gateway::new(metered), limit)
         .merge(crate::telemetry::routes(metrics.clone()));
+    if let Some(cors) = cors {
+        http_app = http_app.layer(cors);
+    }
     let http_task = tokio::spawn(tls::serve_http(
         http_listener,
         http_app,

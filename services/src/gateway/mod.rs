@@ -3,6 +3,7 @@
 //! the one gRPC-code-to-HTTP mapping (`status`). gRPC-Web is served on the
 //! gRPC port by tonic-web.
 
+pub mod cors;
 pub mod openapi;
 pub mod rest;
 pub mod status;

@@ -25,7 +25,7 @@ use prost_reflect::ReflectMessage;
 use super::region::RegionName;
 use super::service::ServiceName;
 use crate::auth::{ACTOR, Access, Caller};
-use crate::engine::{Engine, FieldViolation, Resource};
+use crate::engine::{Engine, FieldViolation, Resource, Surroundings};
 use crate::error::ServiceError;
 
 resource_name! {
@@ -75,11 +75,11 @@ impl Resource for Deployment {
         Ok(())
     }
 
-    fn check_references(&self, projection: &Projection) -> Result<(), ServiceError> {
+    fn check_references(&self, around: &Surroundings<'_>) -> Result<(), ServiceError> {
         let Ok(name) = self.name.parse::<DeploymentName>() else {
             return Ok(());
         };
-        let service = service_of(projection, &name)?;
+        let service = service_of(around.projection, &name)?;
         if !service.all_versions.contains(&self.current_version) {
             return Err(ServiceError::invalid(
                 "deployment.current_version",
@@ -90,6 +90,43 @@ impl Resource for Deployment {
                     service.all_versions.join(", ")
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    /// A deployment is in use while fleetd runs it, or while a service
+    /// deployed in its region imports its service.
+    fn check_delete(&self, around: &Surroundings<'_>) -> Result<(), ServiceError> {
+        let Ok(name) = self.name.parse::<DeploymentName>() else {
+            return Ok(());
+        };
+        if name.deployment == *around.region && around.runs.contains(&name.service.as_str()) {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "{name} is run by this fleetd (region {}); it cannot be deleted while it runs",
+                around.region
+            )));
+        }
+        let service = ServiceName {
+            service: name.service.clone(),
+        };
+        let region = name.deployment.to_string();
+        let mut importers = Vec::new();
+        for importer in super::service::importers_of(around.projection, &service)? {
+            let Ok(importer_name) = importer.parse::<ServiceName>() else {
+                continue;
+            };
+            if super::service::deployment_regions(around.projection, &importer_name)?
+                .contains(&region)
+            {
+                importers.push(importer);
+            }
+        }
+        if !importers.is_empty() {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "{name} is needed by {}, which import {service} and are deployed in {region}; \
+                 delete their deployments in {region} first",
+                importers.join(", ")
+            )));
         }
         Ok(())
     }

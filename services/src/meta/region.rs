@@ -9,7 +9,9 @@ use fleetlog_proto::meta::v1::{
     WatchRegionsResponse,
 };
 
-use crate::engine::{Engine, Resource};
+use crate::engine::{Engine, Resource, Surroundings, stored_with_prefix};
+use crate::error::ServiceError;
+use fleetlog_proto::meta::v1::Deployment;
 
 resource_name! {
     /// `regions/{region}`
@@ -27,6 +29,31 @@ impl Resource for Region {
     const AREA: crate::auth::Area = crate::auth::Area::Meta;
 
     crate::resource_fields!();
+
+    /// A region is in use while a fleetd serves it or a deployment is in it.
+    fn check_delete(&self, around: &Surroundings<'_>) -> Result<(), ServiceError> {
+        let Ok(name) = self.name.parse::<RegionName>() else {
+            return Ok(());
+        };
+        if name.region == *around.region {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "{name} is the region this fleetd serves; it cannot be deleted while it is served"
+            )));
+        }
+        let deployed: Vec<String> =
+            stored_with_prefix::<Deployment>(around.projection, "services/")?
+                .into_iter()
+                .filter(|d| d.region == self.name)
+                .map(|d| d.name)
+                .collect();
+        if !deployed.is_empty() {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "{name} has deployments ({}); delete them first",
+                deployed.join(", ")
+            )));
+        }
+        Ok(())
+    }
 }
 
 pub struct RegionApi {

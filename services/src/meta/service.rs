@@ -1,7 +1,7 @@
 //! `fleetlog.meta.v1.Service`: `services/{service}`, e.g.
 //! `services/devices.fleetlog.io`.
 
-use fleetlog_events::{ResourceName, resource_name};
+use fleetlog_events::resource_name;
 use fleetlog_projections::Projection;
 use fleetlog_proto::meta::v1::service_service_server::ServiceService;
 use fleetlog_proto::meta::v1::{
@@ -12,13 +12,13 @@ use fleetlog_proto::meta::v1::{
 };
 
 use super::deployment::{DeploymentName, DeploymentParent};
-use crate::engine::{Engine, FieldViolation, Resource};
+use crate::engine::{Engine, FieldViolation, Resource, Surroundings, stored_under};
 use crate::error::ServiceError;
 
 resource_name! {
     /// `services/{service}`
     pub struct ServiceName {
-        parent Root {}
+        parent ServiceParent {}
         services: service [domain]
     }
 }
@@ -52,16 +52,16 @@ impl Resource for Service {
 
     /// A service may import another only where that one is deployed in all
     /// of its regions.
-    fn check_references(&self, projection: &Projection) -> Result<(), ServiceError> {
+    fn check_references(&self, around: &Surroundings<'_>) -> Result<(), ServiceError> {
         let Ok(name) = self.name.parse::<ServiceName>() else {
             return Ok(());
         };
-        let regions = deployments_of(projection, &name)?;
+        let regions = deployment_regions(around.projection, &name)?;
         for imported in &self.imported_services {
             let Ok(imported_name) = imported.parse::<ServiceName>() else {
                 continue;
             };
-            let theirs = deployments_of(projection, &imported_name)?;
+            let theirs = deployment_regions(around.projection, &imported_name)?;
             let missing: Vec<String> = regions
                 .iter()
                 .filter(|r| !theirs.contains(r))
@@ -76,37 +76,73 @@ impl Resource for Service {
         }
         Ok(())
     }
+
+    /// A service is in use while fleetd runs it, it has deployments, or
+    /// another service imports it.
+    fn check_delete(&self, around: &Surroundings<'_>) -> Result<(), ServiceError> {
+        let Ok(name) = self.name.parse::<ServiceName>() else {
+            return Ok(());
+        };
+        if around.runs.contains(&name.service.as_str()) {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "{name} is run by this fleetd (region {}); it cannot be deleted while it runs",
+                around.region
+            )));
+        }
+        let deployments = deployments_of(around.projection, &name)?;
+        if !deployments.is_empty() {
+            let names: Vec<String> = deployments.into_iter().map(|d| d.name).collect();
+            return Err(ServiceError::FailedPrecondition(format!(
+                "{name} has deployments ({}); delete them first",
+                names.join(", ")
+            )));
+        }
+        let importers = importers_of(around.projection, &name)?;
+        if !importers.is_empty() {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "{name} is imported by {}; remove it from their imported_services first",
+                importers.join(", ")
+            )));
+        }
+        Ok(())
+    }
 }
 
-/// The region IDs a service is deployed in, per the Meta projection.
+/// The deployments of a service, per the Meta projection.
 pub fn deployments_of(
     projection: &Projection,
     service: &ServiceName,
-) -> Result<Vec<String>, ServiceError> {
-    let parent = DeploymentParent {
-        service: service.service.clone(),
-    };
-    let prefix = DeploymentName::collection_prefix(&parent);
-    let descriptor = prost_reflect::ReflectMessage::descriptor(&Deployment::default());
-    let everything = fleetlog_projections::query_lang::Filter::parse("", &descriptor)
-        .map_err(fleetlog_projections::ProjectionError::from)?;
-    let page = fleetlog_projections::query::list(
+) -> Result<Vec<Deployment>, ServiceError> {
+    stored_under::<Deployment>(
         projection,
-        &fleetlog_projections::query::ListQuery {
-            descriptor,
-            collection_prefix: prefix,
-            filter: everything,
-            order: Default::default(),
-            page_size: 10_000,
-            after: None,
+        &DeploymentParent {
+            service: service.service.clone(),
         },
-    )?;
-    Ok(page
-        .items
+    )
+}
+
+/// The region IDs a service is deployed in, per the Meta projection.
+pub fn deployment_regions(
+    projection: &Projection,
+    service: &ServiceName,
+) -> Result<Vec<String>, ServiceError> {
+    Ok(deployments_of(projection, service)?
         .iter()
-        .filter_map(|m| m.transcode_to::<Deployment>().ok())
         .filter_map(|d| d.name.parse::<DeploymentName>().ok())
         .map(|n| n.deployment.to_string())
+        .collect())
+}
+
+/// The services that import `service`, per the Meta projection.
+pub fn importers_of(
+    projection: &Projection,
+    service: &ServiceName,
+) -> Result<Vec<String>, ServiceError> {
+    let wanted = service.to_string();
+    Ok(stored_under::<Service>(projection, &ServiceParent {})?
+        .into_iter()
+        .filter(|s| s.imported_services.contains(&wanted))
+        .map(|s| s.name)
         .collect())
 }
 

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each suite uses a different part
 
+pub mod browser;
+
 use std::time::Duration;
 
 use fleetlog_events::{EventLog, Id, StreamId};
@@ -33,8 +35,16 @@ impl Sandbox {
     }
 
     pub async fn start_with(tune: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
-        let nats = NatsServer::start()?;
-        let data = tempfile::tempdir()?;
+        Self::start_on(NatsServer::start()?, tempfile::tempdir()?, tune).await
+    }
+
+    /// Starts fleetd on an existing nats-server and data dir (a restart
+    /// after [`Sandbox::stop_keeping`]).
+    pub async fn start_on(
+        nats: NatsServer,
+        data: tempfile::TempDir,
+        tune: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
         let mut config = Config {
             nats_url: Some(nats.url()),
             listen: "127.0.0.1:0".parse()?,
