@@ -42,8 +42,15 @@ impl ServiceError {
 impl From<LogError> for ServiceError {
     fn from(err: LogError) -> Self {
         match err {
-            LogError::WrongLastSequence { .. } | LogError::Conflict { .. } => {
+            LogError::WrongLastSequence { .. } => {
                 ServiceError::Aborted(format!("{err}; read the resource again and retry"))
+            }
+            // Writes to the subject were in flight (or a duplicate was being
+            // stored) for longer than the log client retried: nothing is
+            // known to be wrong with the request, so it is retryable, and
+            // nothing was written that a retry would double.
+            LogError::Conflict { .. } => {
+                ServiceError::Unavailable(format!("{err}; retry the request"))
             }
             LogError::Unavailable(_) => ServiceError::Unavailable(err.to_string()),
             LogError::Corrupt { .. } | LogError::Unsupported { .. } => {
@@ -88,5 +95,30 @@ impl From<ServiceError> for tonic::Status {
                 tonic::Status::internal(message)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transient_log_conflict_is_retryable_never_a_verdict() {
+        let conflict = ServiceError::from(LogError::Conflict {
+            subject: "ev.devices.eu1.s01.x".into(),
+        });
+        assert!(
+            matches!(conflict, ServiceError::Unavailable(_)),
+            "{conflict:?}"
+        );
+        assert_eq!(
+            tonic::Status::from(conflict).code(),
+            tonic::Code::Unavailable
+        );
+        let stale = ServiceError::from(LogError::WrongLastSequence {
+            subject: "ev.devices.eu1.s01.x".into(),
+            expected: 3,
+        });
+        assert!(matches!(stale, ServiceError::Aborted(_)), "{stale:?}");
     }
 }

@@ -15,7 +15,7 @@ use fleetlog_proto::meta::v1::service_service_client::ServiceServiceClient;
 use fleetlog_proto::meta::v1::{
     CreateDeploymentRequest, CreateRegionRequest, CreateServiceRequest, DeleteDeploymentRequest,
     DeleteRegionRequest, DeleteServiceRequest, Deployment, GetDeploymentRequest, GetRegionRequest,
-    GetServiceRequest, Region, Service,
+    GetServiceRequest, Region, Service, UpdateDeploymentRequest,
 };
 use fleetlog_services::meta::deployment::DeploymentName;
 use fleetlog_services::meta::region::RegionName;
@@ -270,5 +270,54 @@ async fn a_restart_right_after_a_deletion_registers_again_from_the_log() -> anyh
         before.get() + 6,
         "three deletions, then three new registrations"
     );
+    sandbox.stop().await
+}
+
+/// Update with `allow_missing` creates through the create decision, with
+/// the same checks of what it refers to.
+#[tokio::test]
+async fn an_update_that_creates_checks_references_like_a_create() -> anyhow::Result<()> {
+    let sandbox = Sandbox::start().await?;
+    let mut meta = Meta::connect(&sandbox).await?;
+    let deployment = |name: &str| Deployment {
+        name: name.into(),
+        region: format!("regions/{REGION}"),
+        current_version: "v1".into(),
+        ..Default::default()
+    };
+    let unregistered = "services/nobody.example.com/deployments/eu1";
+    let created = meta
+        .deployments
+        .update_deployment(UpdateDeploymentRequest {
+            deployment: Some(deployment(unregistered)),
+            allow_missing: true,
+            ..Default::default()
+        })
+        .await
+        .map(|_| ());
+    refused(created, &["services/nobody.example.com", "not registered"]);
+    let created = meta
+        .deployments
+        .create_deployment(CreateDeploymentRequest {
+            parent: "services/nobody.example.com".into(),
+            deployment_id: "eu1".into(),
+            deployment: Some(deployment("")),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ());
+    refused(created, &["not registered"]);
+
+    meta.service("lib.example.com", &[]).await?;
+    let made = meta
+        .deployments
+        .update_deployment(UpdateDeploymentRequest {
+            deployment: Some(deployment("services/lib.example.com/deployments/eu1")),
+            allow_missing: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(made.metadata.map(|m| m.generation), Some(1), "created");
     sandbox.stop().await
 }

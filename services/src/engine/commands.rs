@@ -1,8 +1,9 @@
-//! Create, Update, Delete: read the last event, decide, append.
+//! Create, Update, Delete and custom actions: take the resource's state,
+//! decide (`decide.rs`), append; when the append finds the log moved on,
+//! read the log and decide again. One loop ([`Engine::command`]) does this
+//! for every command.
 
-use std::collections::HashMap;
 use std::fmt::Display;
-use std::ops::ControlFlow;
 use std::time::SystemTime;
 
 use fleetlog_events::envelope::{ChangeKind, CommandId, ResourceChange};
@@ -14,11 +15,12 @@ use fleetlog_projections::query_lang::FieldMask;
 use prost_types::Timestamp;
 use tracing::field::{Empty, display};
 
-use super::{Engine, FieldViolation, Resource, Surroundings};
+use super::decide::{self, Change, Current, Decision, Patch, Stamp};
+use super::{Engine, Resource, Surroundings};
 use crate::error::ServiceError;
 
-/// How often an update without `expected_revision` re-reads and re-applies
-/// itself when a concurrent write got in first.
+/// How often a command re-reads the log and decides again when concurrent
+/// writes keep getting in first.
 const MERGE_ATTEMPTS: u32 = 8;
 
 /// The actor of commands fleetd issues itself (outside any request).
@@ -46,8 +48,39 @@ pub struct DeleteRequest {
     pub request_id: String,
 }
 
-/// The key under which `metadata.shards` records the shard of a resource.
-pub const SHARD_LABEL: &str = "byNameMod16";
+/// The state a command decides on first.
+enum Guess<R> {
+    /// Certain for refusals, a guess for writes (a create assumes no event
+    /// yet): the append's expected sequence proves or disproves it.
+    Assumed(Current<R>),
+    /// A copy that may be stale (the active projection's): the append
+    /// proves it; a refusal or a no-op decided on it is checked against
+    /// the log first.
+    Projected(Current<R>),
+    /// Read the log first.
+    Log,
+}
+
+/// How a command ended.
+enum Outcome<R> {
+    /// Its event is in the log (a retry's first attempt included).
+    Written(R),
+    /// An earlier attempt of the same command is the resource's last event.
+    Earlier(Box<StoredEvent>),
+    /// Nothing needed writing.
+    Nothing,
+}
+
+/// Why an append did not write.
+enum Appending {
+    /// The subject's last event is not the one decided on: the log moved
+    /// on. The engine's own signal, never a client's answer: the command
+    /// reads the log and decides again.
+    Raced,
+    /// The log refused or cannot be reached (a transient conflict that
+    /// outlived the log client's retries is UNAVAILABLE).
+    Failed(ServiceError),
+}
 
 impl<R: Resource> Engine<R> {
     #[tracing::instrument(name = "create", skip_all, fields(resource = Empty, shard = Empty, command_id = Empty, revision = Empty))]
@@ -60,45 +93,22 @@ impl<R: Resource> Engine<R> {
         let name = R::Name::new(parent, id);
         self.check_served(&name)?;
         let command = command_id(&request.request_id)?;
-        let mut resource = request.resource.unwrap_or_default();
-        resource.set_name(name.to_string());
-        resource.keep_output_only(None);
-        self.validate(&resource)?;
-        resource.check_references(&self.surroundings(&self.projection()))?;
-
-        let key = R::storage_key(&name);
-        trace_command(&key, &name, &command);
-        // Most creates are of new names: append expecting no event at all
-        // and read the log only when the subject turns out to have one (a
-        // live resource, a tombstone, or this command's earlier attempt).
-        self.stamp(&mut resource, None, &key);
-        let create_expecting = |expected| {
-            self.append(
-                &key,
-                ChangeKind::Created,
-                &resource,
-                None,
-                expected,
+        let requested = request.resource.unwrap_or_default();
+        let at = self.stamp_for(&name);
+        // Most creates are of new names: assume no event at all and read
+        // the log only when the append finds one (a live resource, a
+        // tombstone, or this command's earlier attempt).
+        let outcome = self
+            .command(
+                &name,
                 &command,
+                Guess::Assumed(Current::Absent),
+                |current| {
+                    decide::create(&name, requested.clone(), current, &at).map(Decision::Append)
+                },
             )
-        };
-        match create_expecting(Revision::NONE).await {
-            Err(ServiceError::Aborted(_)) => {}
-            done => return done,
-        }
-        let last = self.ctx.log.last(&key).await?;
-        if let Some(done) = self.replayed(&last, &command)? {
-            return Ok(done);
-        }
-        if last.as_ref().is_some_and(|e| !e.is_deletion()) {
-            return Err(ServiceError::AlreadyExists(name.to_string()));
-        }
-        // A tombstone: the name is free again, on top of it.
-        let expected = last.map_or(Revision::NONE, |e| e.revision);
-        match create_expecting(expected).await {
-            Err(ServiceError::Aborted(_)) => Err(ServiceError::AlreadyExists(name.to_string())),
-            other => other,
-        }
+            .await?;
+        self.answer(outcome, &name)
     }
 
     #[tracing::instrument(name = "update", skip_all, fields(resource = Empty, shard = Empty, command_id = Empty, revision = Empty))]
@@ -117,103 +127,30 @@ impl<R: Resource> Engine<R> {
         let paths = request.update_mask.map(|m| m.paths).unwrap_or_default();
         let mask = FieldMask::parse(&paths, &descriptor, "update_mask")
             .map_err(fleetlog_projections::ProjectionError::from)?;
-        let key = R::storage_key(&name);
-        trace_command(&key, &name, &command);
-        let update_mask = (!paths.is_empty()).then(|| prost_types::FieldMask {
-            paths: paths.clone(),
-        });
-        let change = |current: &R| {
-            let mut updated = if mask.is_empty() {
-                patch.clone()
-            } else {
-                let mut merged = current.transcode_to_dynamic();
-                mask.merge_into(&mut merged, &patch.transcode_to_dynamic());
-                merged
-                    .transcode_to::<R>()
-                    .map_err(|e| ServiceError::Internal(format!("applying the update mask: {e}")))?
-            };
-            updated.set_name(name.to_string());
-            updated.keep_output_only(Some(current));
-            self.validate(&updated)?;
-            updated.check_references(&self.surroundings(&self.projection()))?;
-            self.stamp(&mut updated, current.metadata(), &key);
-            Ok::<_, ServiceError>(updated)
-        };
-
+        let update_mask = (!paths.is_empty()).then_some(prost_types::FieldMask { paths });
+        let at = self.stamp_for(&name);
         // The active projection usually holds the latest state already;
-        // the append's expected-sequence check proves it. When it does not
-        // (the projection is behind, or the change is refused on what may
-        // be stale state), the log decides below.
-        if let Some((current, revision)) = self.projected(&name)?
-            && (expected_revision == Revision::NONE || expected_revision == revision)
-            && let Ok(updated) = change(&current)
-        {
-            match self
-                .append(
-                    &key,
-                    ChangeKind::Updated,
-                    &updated,
-                    update_mask.clone(),
-                    revision,
-                    &command,
+        // the append's expected sequence proves it.
+        let guess = self.projected(&name)?;
+        let outcome = self
+            .command(&name, &command, guess, |current| {
+                let patch = Patch {
+                    resource: &patch,
+                    mask: &mask,
+                    update_mask: update_mask.clone(),
+                };
+                decide::update(
+                    &name,
+                    patch,
+                    expected_revision,
+                    request.allow_missing,
+                    current,
+                    &at,
                 )
-                .await
-            {
-                Err(ServiceError::Aborted(_)) => {}
-                done => return done,
-            }
-        }
-
-        for _ in 0..MERGE_ATTEMPTS {
-            let last = self.ctx.log.last(&key).await?;
-            if let Some(done) = self.replayed(&last, &command)? {
-                return Ok(done);
-            }
-            let current = match &last {
-                Some(event) if !event.is_deletion() => self.decode(event)?,
-                _ if request.allow_missing && expected_revision == Revision::NONE => {
-                    let mut created = patch.clone();
-                    created.set_name(name.to_string());
-                    created.keep_output_only(None);
-                    self.validate(&created)?;
-                    self.stamp(&mut created, None, &key);
-                    let expected = last.map_or(Revision::NONE, |e| e.revision);
-                    match self
-                        .append(
-                            &key,
-                            ChangeKind::Created,
-                            &created,
-                            None,
-                            expected,
-                            &command,
-                        )
-                        .await
-                    {
-                        Err(ServiceError::Aborted(_)) => continue,
-                        other => return other,
-                    }
-                }
-                _ => return Err(ServiceError::NotFound(name.to_string())),
-            };
-            let last_revision = last.map_or(Revision::NONE, |e| e.revision);
-            check_expected(&name, expected_revision, last_revision)?;
-            let updated = change(&current)?;
-            let outcome = self
-                .append(
-                    &key,
-                    ChangeKind::Updated,
-                    &updated,
-                    update_mask.clone(),
-                    last_revision,
-                    &command,
-                )
-                .await;
-            match after_race(outcome, expected_revision) {
-                ControlFlow::Continue(()) => continue,
-                ControlFlow::Break(result) => return result,
-            }
-        }
-        Err(kept_changing(&name))
+                .map(Decision::Append)
+            })
+            .await?;
+        self.answer(outcome, &name)
     }
 
     #[tracing::instrument(name = "delete", skip_all, fields(resource = Empty, shard = Empty, command_id = Empty, revision = Empty))]
@@ -224,62 +161,151 @@ impl<R: Resource> Engine<R> {
         self.check_served(&name)?;
         let command = command_id(&request.request_id)?;
         let expected_revision = parse_expected_revision(request.expected_revision)?;
-        let key = R::storage_key(&name);
-        trace_command(&key, &name, &command);
-        let tombstone_of = |mut resource: R| {
-            resource.check_delete(&self.surroundings(&self.projection()))?;
-            resource.metadata_mut().revision = 0;
-            resource.metadata_mut().delete_time = Some(Timestamp::from(SystemTime::now()));
-            Ok::<_, ServiceError>(resource)
+        let at = self.stamp_for(&name);
+        let guess = self.projected(&name)?;
+        // Whatever the outcome (written, a retry's earlier deletion, nothing
+        // to delete), the resource is gone.
+        self.command(&name, &command, guess, |current| {
+            decide::delete(
+                &name,
+                expected_revision,
+                request.allow_missing,
+                current,
+                &at,
+            )
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// A custom action: reads the resource from the log, lets `apply`
+    /// change it (or refuse with FAILED_PRECONDITION and the like),
+    /// validates and appends the new state as an ACTION event. Without
+    /// `expected_revision` a concurrent write makes it re-read and re-apply.
+    #[tracing::instrument(name = "act", skip_all, fields(action = action, resource = Empty, shard = Empty, command_id = Empty, revision = Empty))]
+    pub async fn act(
+        &self,
+        name: &str,
+        action: &str,
+        expected_revision: i64,
+        request_id: &str,
+        apply: impl Fn(&mut R) -> Result<(), ServiceError>,
+    ) -> Result<R, ServiceError> {
+        self.check_accepts_commands()?;
+        let _writing = self.ctx.write_gate.read().await;
+        let name = self.parse_name("name", name)?;
+        self.check_served(&name)?;
+        let command = command_id(request_id)?;
+        let expected_revision = parse_expected_revision(expected_revision)?;
+        let at = self.stamp_for(&name);
+        let outcome = self
+            .command(&name, &command, Guess::Log, |current| {
+                decide::act(&name, action, expected_revision, &apply, current, &at)
+                    .map(Decision::Append)
+            })
+            .await?;
+        self.answer(outcome, &name)
+    }
+
+    /// The one read → decide → append loop of every command. `decide` is
+    /// called on the guessed state first, then on the log's whenever the
+    /// guess or a race says the log holds something else.
+    async fn command(
+        &self,
+        name: &R::Name,
+        command: &Issued,
+        guess: Guess<R>,
+        decide: impl Fn(&Current<R>) -> Result<Decision<R>, ServiceError>,
+    ) -> Result<Outcome<R>, ServiceError> {
+        let key = R::storage_key(name);
+        trace_command(&key, name, command);
+        let (mut current, mut from_log) = match guess {
+            Guess::Assumed(current) => (current, true),
+            Guess::Projected(current) => (current, false),
+            Guess::Log => match self.read_log(&key, command).await? {
+                Ok(current) => (current, true),
+                Err(earlier) => return Ok(Outcome::Earlier(earlier)),
+            },
         };
-        // As in update: try the projected state first, let the log decide.
-        if let Some((current, revision)) = self.projected(&name)?
-            && (expected_revision == Revision::NONE || expected_revision == revision)
-        {
-            let tombstone = tombstone_of(current)?;
-            match self
-                .append(
-                    &key,
-                    ChangeKind::Deleted,
-                    &tombstone,
-                    None,
-                    revision,
-                    &command,
-                )
-                .await
-            {
-                Err(ServiceError::Aborted(_)) => {}
-                done => return done.map(|_| ()),
-            }
-        }
         for _ in 0..MERGE_ATTEMPTS {
-            let last = self.ctx.log.last(&key).await?;
-            if last.as_ref().is_some_and(|event| command.wrote(event)) {
-                return Ok(());
-            }
-            let (current, last_revision) = match &last {
-                Some(event) if !event.is_deletion() => (self.decode(event)?, event.revision),
-                _ if request.allow_missing => return Ok(()),
-                _ => return Err(ServiceError::NotFound(name.to_string())),
+            let change = match decide(&current) {
+                Ok(Decision::Append(change)) => change,
+                Ok(Decision::Nothing) if from_log => return Ok(Outcome::Nothing),
+                Err(refusal) if from_log => return Err(refusal),
+                // Decided on a possibly stale copy: the log decides.
+                Ok(Decision::Nothing) | Err(_) => {
+                    match self.read_log(&key, command).await? {
+                        Ok(read) => current = read,
+                        Err(earlier) => return Ok(Outcome::Earlier(earlier)),
+                    }
+                    from_log = true;
+                    continue;
+                }
             };
-            check_expected(&name, expected_revision, last_revision)?;
-            let tombstone = tombstone_of(current)?;
-            let outcome = self
-                .append(
-                    &key,
-                    ChangeKind::Deleted,
-                    &tombstone,
-                    None,
-                    last_revision,
-                    &command,
-                )
-                .await;
-            match after_race(outcome, expected_revision) {
-                ControlFlow::Continue(()) => continue,
-                ControlFlow::Break(result) => return result.map(|_| ()),
+            self.check_surroundings(&change)?;
+            match self.append(&key, change, command).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(Appending::Failed(err)) => return Err(err),
+                Err(Appending::Raced) => {
+                    match self.read_log(&key, command).await? {
+                        Ok(read) => current = read,
+                        Err(earlier) => return Ok(Outcome::Earlier(earlier)),
+                    }
+                    from_log = true;
+                }
             }
         }
-        Err(kept_changing(&name))
+        Err(ServiceError::Aborted(format!(
+            "{name} kept changing under concurrent writes; retry"
+        )))
+    }
+
+    /// The resource as the log has it, or (`Err`) this command's own
+    /// earlier attempt when that is the resource's last event (a client
+    /// retry whose first try landed).
+    async fn read_log(
+        &self,
+        key: &StorageKey,
+        command: &Issued,
+    ) -> Result<Result<Current<R>, Box<StoredEvent>>, ServiceError> {
+        Ok(match self.ctx.log.last(key).await? {
+            Some(event) if command.wrote(&event) => Err(Box::new(event)),
+            Some(event) if event.is_deletion() => Ok(Current::Deleted(event.revision)),
+            Some(event) => Ok(Current::Live(self.decode(&event)?, event.revision)),
+            None => Ok(Current::Absent),
+        })
+    }
+
+    /// The checks of a change that read other resources: the references of
+    /// what a create or update writes, the dependents of what a delete
+    /// removes. (Actions change what they own and are checked by their
+    /// `apply`.)
+    fn check_surroundings(&self, change: &Change<R>) -> Result<(), ServiceError> {
+        let projection = self.projection();
+        let around = self.surroundings(&projection);
+        match change.kind {
+            ChangeKind::Created | ChangeKind::Updated => change.resource.check_references(&around),
+            ChangeKind::Deleted => change.resource.check_delete(&around),
+            _ => Ok(()),
+        }
+    }
+
+    /// A command's answer: the resource it wrote (or its earlier attempt
+    /// wrote).
+    fn answer(&self, outcome: Outcome<R>, name: &R::Name) -> Result<R, ServiceError> {
+        match outcome {
+            Outcome::Written(resource) => Ok(resource),
+            Outcome::Earlier(event) if event.is_deletion() => {
+                Err(ServiceError::NotFound(name.to_string()))
+            }
+            Outcome::Earlier(event) => {
+                tracing::Span::current().record("revision", event.revision.get());
+                self.decode(&event)
+            }
+            Outcome::Nothing => Err(ServiceError::Internal(format!(
+                "a command on {name} decided to write nothing"
+            ))),
+        }
     }
 
     /// The resource's current state, read from the log through the stream
@@ -292,38 +318,24 @@ impl<R: Resource> Engine<R> {
         }
     }
 
-    /// The outcome of an earlier attempt of the same command, if the
-    /// resource's last event is that attempt.
-    fn replayed(
-        &self,
-        last: &Option<StoredEvent>,
-        command: &Issued,
-    ) -> Result<Option<R>, ServiceError> {
-        match last {
-            Some(event) if command.wrote(event) => {
-                if event.is_deletion() {
-                    return Err(ServiceError::NotFound(event.change.storage_key.clone()));
-                }
-                Ok(Some(self.decode(event)?))
-            }
-            _ => Ok(None),
-        }
-    }
-
-    /// The resource as the active projection holds it, with the revision of
-    /// its last event there: a guess at the current state that only an
-    /// append expecting that revision can confirm. None when the projection
-    /// does not hold it (which proves nothing: it may be behind).
-    fn projected(&self, name: &R::Name) -> Result<Option<(R, Revision)>, ServiceError> {
+    /// The resource as the active projection holds it: a guess at the
+    /// current state that only an append expecting its revision can
+    /// confirm. When the projection does not hold it (which proves
+    /// nothing: it may be behind), the log is read first.
+    fn projected(&self, name: &R::Name) -> Result<Guess<R>, ServiceError> {
         let projection = self.projection();
         if projection.api_version() != R::API_VERSION && !R::ONE_VERSION {
-            return Ok(None);
+            return Ok(Guess::Log);
         }
         Ok(
-            super::queries::stored::<R>(&projection, &name.to_string())?.map(|resource| {
-                let revision = Revision::from_wire(resource.metadata().map_or(0, |m| m.revision));
-                (resource, revision)
-            }),
+            match super::queries::stored::<R>(&projection, &name.to_string())? {
+                Some(resource) => {
+                    let revision =
+                        Revision::from_wire(resource.metadata().map_or(0, |m| m.revision));
+                    Guess::Projected(Current::Live(resource, revision))
+                }
+                None => Guess::Log,
+            },
         )
     }
 
@@ -351,38 +363,13 @@ impl<R: Resource> Engine<R> {
         }
     }
 
-    /// The rules the resource's fields declare (`fleetlog.api.v1.field`),
-    /// then the type's own.
-    fn validate(&self, resource: &R) -> Result<(), ServiceError> {
-        fleetlog_proto::rules::check(resource)
-            .map_err(|v| FieldViolation::new(v.path, v.message))
-            .and_then(|()| resource.validate())
-            .map_err(|violation| {
-                ServiceError::invalid(
-                    format!("{}.{}", R::FIELD, violation.path),
-                    violation.message,
-                )
-            })
-    }
-
-    /// Sets the output-only metadata; whatever a client sent there is ignored.
-    fn stamp(
-        &self,
-        resource: &mut R,
-        previous: Option<&fleetlog_proto::api::v1::Metadata>,
-        key: &StorageKey,
-    ) {
-        let now = Timestamp::from(SystemTime::now());
-        let region = self.ctx.region.to_string();
-        let metadata = resource.metadata_mut();
-        metadata.create_time = previous.and_then(|p| p.create_time).or(Some(now));
-        metadata.update_time = Some(now);
-        metadata.delete_time = None;
-        metadata.revision = 0;
-        metadata.generation = previous.map_or(0, |p| p.generation) + 1;
-        metadata.shards =
-            HashMap::from([(SHARD_LABEL.to_owned(), i64::from(ShardId::of(key).index()))]);
-        metadata.owning_region = region;
+    /// Where and when a command on `name` decides.
+    fn stamp_for(&self, name: &R::Name) -> Stamp {
+        Stamp {
+            now: Timestamp::from(SystemTime::now()),
+            region: self.ctx.region.to_string(),
+            shard: u32::from(ShardId::of(&R::storage_key(name)).index()),
+        }
     }
 
     /// Decodes the resource an event carries (written in any API version),
@@ -405,94 +392,24 @@ impl<R: Resource> Engine<R> {
         Ok(resource)
     }
 
-    /// A custom action: reads the resource, lets `apply` change it (or
-    /// refuse with FAILED_PRECONDITION and the like), validates and appends
-    /// the new state as an ACTION event. Without `expected_revision` a
-    /// concurrent write makes it re-read and re-apply.
-    #[tracing::instrument(name = "act", skip_all, fields(action = action, resource = Empty, shard = Empty, command_id = Empty, revision = Empty))]
-    pub async fn act(
-        &self,
-        name: &str,
-        action: &str,
-        expected_revision: i64,
-        request_id: &str,
-        apply: impl Fn(&mut R) -> Result<(), ServiceError>,
-    ) -> Result<R, ServiceError> {
-        self.check_accepts_commands()?;
-        let _writing = self.ctx.write_gate.read().await;
-        let name = self.parse_name("name", name)?;
-        self.check_served(&name)?;
-        let command = command_id(request_id)?;
-        let expected_revision = parse_expected_revision(expected_revision)?;
-        let key = R::storage_key(&name);
-        trace_command(&key, &name, &command);
-        for _ in 0..MERGE_ATTEMPTS {
-            let last = self.ctx.log.last(&key).await?;
-            if let Some(done) = self.replayed(&last, &command)? {
-                return Ok(done);
-            }
-            let (current, last_revision) = match &last {
-                Some(event) if !event.is_deletion() => (self.decode(event)?, event.revision),
-                _ => return Err(ServiceError::NotFound(name.to_string())),
-            };
-            check_expected(&name, expected_revision, last_revision)?;
-            let mut changed = current.clone();
-            apply(&mut changed)?;
-            changed.set_name(name.to_string());
-            self.validate(&changed)?;
-            self.stamp(&mut changed, current.metadata(), &key);
-            let outcome = self
-                .append_action(
-                    &key,
-                    ChangeKind::Action,
-                    action,
-                    &changed,
-                    None,
-                    last_revision,
-                    &command,
-                )
-                .await;
-            match after_race(outcome, expected_revision) {
-                ControlFlow::Continue(()) => continue,
-                ControlFlow::Break(result) => return result,
-            }
-        }
-        Err(kept_changing(&name))
-    }
-
+    /// Appends one change, in the service's current API version.
     async fn append(
         &self,
         key: &StorageKey,
-        kind: ChangeKind,
-        resource: &R,
-        update_mask: Option<prost_types::FieldMask>,
-        expected: Revision,
+        change: Change<R>,
         command: &Issued,
-    ) -> Result<R, ServiceError> {
-        self.append_action(key, kind, "", resource, update_mask, expected, command)
-            .await
-    }
-
-    /// Appends one event in the service's current API version.
-    #[allow(clippy::too_many_arguments)]
-    async fn append_action(
-        &self,
-        key: &StorageKey,
-        kind: ChangeKind,
-        action: &str,
-        resource: &R,
-        update_mask: Option<prost_types::FieldMask>,
-        expected: Revision,
-        command: &Issued,
-    ) -> Result<R, ServiceError> {
+    ) -> Result<Outcome<R>, Appending> {
         let version = self.ctx.current_version();
-        let wire = resource.to_wire(&version)?;
-        let change = ResourceChange {
-            kind: kind as i32,
+        let wire = change
+            .resource
+            .to_wire(&version)
+            .map_err(Appending::Failed)?;
+        let event = ResourceChange {
+            kind: change.kind as i32,
             storage_key: key.to_string(),
             resource: Some(wire.any),
-            update_mask,
-            action: action.to_owned(),
+            update_mask: change.update_mask,
+            action: change.action,
             api_version: version,
             actor: crate::auth::ACTOR
                 .try_with(Clone::clone)
@@ -503,32 +420,26 @@ impl<R: Resource> Engine<R> {
         let revision = match self
             .ctx
             .log
-            .append(key, &change, expected, &command.id)
+            .append(key, &event, change.expected, &command.id)
             .await
         {
             Ok(Appended::Written(revision)) => revision,
             // A retry whose first attempt landed: answer with what it wrote.
-            Ok(Appended::Earlier(event)) => {
-                tracing::Span::current().record("revision", event.revision.get());
-                return self.decode(&event);
-            }
-            Err(err @ LogError::WrongLastSequence { .. }) => {
-                return Err(ServiceError::Aborted(format!(
-                    "a concurrent write to {key} won ({err}); read it again and retry"
-                )));
-            }
-            Err(err) => return Err(err.into()),
+            Ok(Appended::Earlier(event)) => return Ok(Outcome::Earlier(event)),
+            Err(LogError::WrongLastSequence { .. }) => return Err(Appending::Raced),
+            Err(err) => return Err(Appending::Failed(err.into())),
         };
         tracing::Span::current().record("revision", revision.get());
-        tracing::debug!(resource = %key, revision = revision.get(), command_id = %command.id, ?kind, "appended");
+        tracing::debug!(resource = %key, revision = revision.get(), command_id = %command.id, kind = ?change.kind, "appended");
         if self.ctx.settle_writes {
             self.projection()
                 .wait_for(revision, self.ctx.read_wait)
-                .await?;
+                .await
+                .map_err(|e| Appending::Failed(e.into()))?;
         }
-        let mut written = resource.clone();
+        let mut written = change.resource;
         written.metadata_mut().revision = revision.to_wire();
-        Ok(written)
+        Ok(Outcome::Written(written))
     }
 }
 
@@ -555,40 +466,6 @@ fn parse_expected_revision(value: i64) -> Result<Revision, ServiceError> {
         ));
     }
     Ok(Revision::from_wire(value))
-}
-
-/// A command's `expected_revision` (none: no check) against the resource's
-/// actual last revision.
-fn check_expected(
-    name: &impl Display,
-    expected: Revision,
-    actual: Revision,
-) -> Result<(), ServiceError> {
-    if expected != Revision::NONE && expected != actual {
-        return Err(ServiceError::Aborted(format!(
-            "{name} is at revision {actual}, not the expected {expected}; read it again and retry"
-        )));
-    }
-    Ok(())
-}
-
-/// After an append: when a concurrent write got in first, a command with an
-/// expected revision asked to lose; one without re-applies itself to the
-/// newer state.
-fn after_race<T>(
-    outcome: Result<T, ServiceError>,
-    expected: Revision,
-) -> ControlFlow<Result<T, ServiceError>> {
-    match outcome {
-        Err(ServiceError::Aborted(_)) if expected == Revision::NONE => ControlFlow::Continue(()),
-        other => ControlFlow::Break(other),
-    }
-}
-
-fn kept_changing(name: &impl Display) -> ServiceError {
-    ServiceError::Aborted(format!(
-        "{name} kept changing under concurrent writes; retry"
-    ))
 }
 
 /// Fills the fields of the current command's span (nothing when no

@@ -12,6 +12,7 @@
 pub mod access;
 mod commands;
 pub mod convert;
+pub mod decide;
 pub mod feeds;
 mod macros;
 mod queries;
@@ -307,7 +308,8 @@ impl<R: Resource> Engine<R> {
     }
 }
 
-pub use commands::{CreateRequest, DeleteRequest, SHARD_LABEL, UpdateRequest};
+pub use commands::{CreateRequest, DeleteRequest, UpdateRequest};
+pub use decide::SHARD_LABEL;
 pub use queries::{
     DEFAULT_PAGE_SIZE, ListRequest, ListResponse, MAX_PAGE_SIZE, stored, stored_under,
     stored_with_prefix,

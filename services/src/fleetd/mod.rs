@@ -50,6 +50,7 @@ use crate::telemetry::Metrics;
 use crate::upgrade::UpgradeController;
 
 mod bootstrap;
+mod supervise;
 mod tls;
 
 /// The gRPC services fleetd serves, as the health service names them.
@@ -248,19 +249,6 @@ async fn serve(
         writes: accept_commands,
     };
     let controller_task = tokio::spawn(controller.run(controller_stop.clone()));
-    tokio::spawn({
-        let failed = projector_failed.clone();
-        let shutdown = shutdown.clone();
-        async move {
-            tokio::select! {
-                _ = failed.cancelled() => {
-                    tracing::error!("a projector stopped; shutting down");
-                    shutdown.cancel();
-                }
-                _ = shutdown.cancelled() => {}
-            }
-        }
-    });
     let devices_apis = devices::apis(&ctx, &iam_ctx, device_logs, config.heartbeat_timeout());
     let limit = config.max_request_bytes;
 
@@ -365,7 +353,7 @@ async fn serve(
             tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
             async move { grpc_shutdown.cancelled().await },
         );
-    let grpc_task = tokio::spawn(grpc);
+    let grpc_task = tokio::spawn(async move { grpc.await.map_err(anyhow::Error::from) });
 
     // REST calls are gRPC calls in process, measured by the same layer.
     let metered = tower::ServiceBuilder::new()
@@ -398,16 +386,22 @@ async fn serve(
         let _ = ready.send(addrs);
     }
 
-    shutdown.cancelled().await;
+    let mut servers = [
+        supervise::Essential::task("gRPC server", grpc_task),
+        supervise::Essential::task("HTTP server", http_task),
+        supervise::Essential::failure_signal("projector", projector_failed.clone()),
+    ];
+    let stopped = supervise::until_shutdown(&shutdown, &mut servers).await;
     tracing::info!("shutting down");
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
     let drain = Duration::from_secs(10);
-    if tokio::time::timeout(drain, grpc_task).await.is_err() {
+    let [grpc, http, _] = &mut servers;
+    if !grpc.drain(drain).await {
         tracing::warn!("gRPC connections did not drain within {drain:?}");
     }
-    let _ = tokio::time::timeout(drain, http_task).await;
+    http.drain(drain).await;
     tasks.close();
     if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
         tracing::warn!("watch tasks did not stop within {drain:?}");
@@ -419,7 +413,7 @@ async fn serve(
     iam_set.shutdown().await;
     client.flush().await.ok();
     tracing::info!("fleetd stopped");
-    Ok(())
+    stopped
 }
 
 /// Opens (creating if needed) the stream of one service in this region.

@@ -252,7 +252,9 @@ crate::standard_service! {
         let caller = ctx.caller(&request)?;
         let r = request.into_inner();
         let account = ctx.authorize_name::<ServiceAccount>(&caller, Access::Write, "name", &r.name)?;
-        if self.engine.get(&r.name, None, 0).await.is_err() {
+        // From the log, as every action reads its resource: only a missing
+        // account is NOT_FOUND; an unreachable log is UNAVAILABLE.
+        if self.engine.current(&account).await?.is_none() {
             return Err(ServiceError::NotFound(r.name).into());
         }
         let key = ACTOR.scope(caller.actor(), self.accounts.issue_key(&account)).await?;
