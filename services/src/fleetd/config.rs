@@ -1,102 +1,81 @@
 //! fleetd configuration: one YAML file that states its `version` (unknown keys
 //! rejected), with a `FLEETLOG_*` environment variable per key on top.
 //!
-//! `ops/config.md` documents every key; `ops/config/*.yaml` are the examples
-//! (the tests below parse them, so they cannot rot).
+//! Every key is declared once, in the `config_keys!` list just below: its
+//! name, type, default, variable, parser and doc line. The file's format, the
+//! environment overrides, the keys listed and suggested in errors, the origin
+//! each error names (file and line, or variable) and the `Debug` redaction all
+//! follow from that list. `ops/config.md` documents every key (a test below
+//! holds its key table to the list); `ops/config/*.yaml` are the examples (the
+//! tests below parse them, so they cannot rot).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 /// The config file format version this build reads.
 pub const CONFIG_VERSION: u32 = 1;
 
-/// The keys a config file may hold, in the order `ops/config.md` lists them.
-pub const KEYS: &[&str] = &[
-    "version",
-    "nats_url",
-    "listen",
-    "http_listen",
-    "data_dir",
-    "region",
-    "bootstrap_admin_key",
-    "nats_server_bin",
-    "read_wait_ms",
-    "devices_initial_version",
-    "heartbeat_timeout_ms",
-    "max_request_bytes",
-    "tls",
-    "otlp_endpoint",
-    "cors_allowed_origins",
-];
-
-/// The keys under `tls:`.
-const TLS_KEYS: &[&str] = &["cert_file", "key_file"];
-
-/// Each key and the environment variable that overrides it.
-pub const ENV_VARS: &[(&str, &str)] = &[
-    ("nats_url", "FLEETLOG_NATS_URL"),
-    ("listen", "FLEETLOG_LISTEN"),
-    ("http_listen", "FLEETLOG_HTTP_LISTEN"),
-    ("data_dir", "FLEETLOG_DATA_DIR"),
-    ("region", "FLEETLOG_REGION"),
-    ("bootstrap_admin_key", "FLEETLOG_BOOTSTRAP_ADMIN_KEY"),
-    ("nats_server_bin", "FLEETLOG_NATS_SERVER"),
-    ("read_wait_ms", "FLEETLOG_READ_WAIT_MS"),
-    (
-        "devices_initial_version",
-        "FLEETLOG_DEVICES_INITIAL_VERSION",
-    ),
-    ("heartbeat_timeout_ms", "FLEETLOG_HEARTBEAT_TIMEOUT_MS"),
-    ("max_request_bytes", "FLEETLOG_MAX_REQUEST_BYTES"),
-    ("tls.cert_file", "FLEETLOG_TLS_CERT"),
-    ("tls.key_file", "FLEETLOG_TLS_KEY"),
-    ("otlp_endpoint", "FLEETLOG_OTLP_ENDPOINT"),
-    ("cors_allowed_origins", "FLEETLOG_CORS_ALLOWED_ORIGINS"),
-];
-
-#[derive(Clone, PartialEq)]
-pub struct Config {
-    pub version: u32,
+// The keys, in the order `ops/config.md` lists them and serde names them in
+// an unknown-key error. Each is `key: Type = default, how;`, `how` being
+// `file_only(FileType)`, `env(VARIABLE, Parser)`, `secret(VARIABLE, Parser)`
+// or `pair(…)` (see `config_keys!` at the end of the file).
+config_keys! {
+    /// The config file format version ([`CONFIG_VERSION`]); a file must
+    /// state it.
+    version: u32 = CONFIG_VERSION, file_only(u32);
     /// NATS server to use; when unset, `fleetd all` starts its own.
-    pub nats_url: Option<String>,
+    nats_url: Option<String> = None, env(FLEETLOG_NATS_URL, Text);
     /// gRPC (and gRPC-Web) listen address.
-    pub listen: SocketAddr,
+    listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 7400)),
+        env(FLEETLOG_LISTEN, Address);
     /// HTTP listen address (health, REST, SSE, metrics, console).
-    pub http_listen: SocketAddr,
+    http_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 7401)),
+        env(FLEETLOG_HTTP_LISTEN, Address);
     /// Projections and the managed nats-server's store.
-    pub data_dir: PathBuf,
+    data_dir: PathBuf = PathBuf::from("./data"), env(FLEETLOG_DATA_DIR, PathName);
     /// The region this process serves.
-    pub region: String,
+    region: String = "local".into(), env(FLEETLOG_REGION, Text);
     /// Admin key to create on first start.
-    pub bootstrap_admin_key: Option<String>,
+    bootstrap_admin_key: Option<String> = None,
+        secret(FLEETLOG_BOOTSTRAP_ADMIN_KEY, Text);
     /// The nats-server binary for the managed server.
-    pub nats_server_bin: PathBuf,
+    nats_server_bin: PathBuf = PathBuf::from("nats-server"),
+        env(FLEETLOG_NATS_SERVER, PathName);
     /// Longest wait for a query's `min_revision`, in milliseconds.
-    pub read_wait_ms: u64,
+    read_wait_ms: u64 = 5000, env(FLEETLOG_READ_WAIT_MS, Milliseconds);
     /// The Devices API version a new region starts on (later versions are
     /// reached by upgrades); ignored once the region's Deployment exists.
-    pub devices_initial_version: String,
+    devices_initial_version: String = crate::devices::DEFAULT_VERSION.into(),
+        env(FLEETLOG_DEVICES_INITIAL_VERSION, Text);
     /// A device whose agent sends no heartbeat for this long (milliseconds)
     /// is marked offline.
-    pub heartbeat_timeout_ms: u64,
+    heartbeat_timeout_ms: u64 = 60_000, env(FLEETLOG_HEARTBEAT_TIMEOUT_MS, Milliseconds);
     /// Largest request message (bytes); larger ones are refused with
     /// RESOURCE_EXHAUSTED before they are decoded.
-    pub max_request_bytes: usize,
+    max_request_bytes: usize = 4 * 1024 * 1024, env(FLEETLOG_MAX_REQUEST_BYTES, Bytes);
     /// When set, gRPC and HTTP are served over TLS with this pair.
     /// [`Config::load`] checked that both files hold PEM that belong together.
-    pub tls: Option<TlsFiles>,
+    tls: Option<TlsFiles> = None, pair(TlsFiles, "a mapping with cert_file and key_file", {
+        /// PEM certificate chain, leaf first.
+        cert_file: FLEETLOG_TLS_CERT,
+        /// PEM private key of that certificate.
+        key_file: FLEETLOG_TLS_KEY,
+    });
     /// OTLP/gRPC collector to export traces to (`http://127.0.0.1:4317`).
-    pub otlp_endpoint: Option<String>,
+    otlp_endpoint: Option<String> = None, env(FLEETLOG_OTLP_ENDPOINT, Text);
     /// Web origins (`https://console.example.com`, or `*`) whose pages may
     /// call fleetd through gRPC-Web and REST; empty: none (no CORS).
-    pub cors_allowed_origins: Vec<String>,
+    cors_allowed_origins: Vec<String> = Vec::new(),
+        env(FLEETLOG_CORS_ALLOWED_ORIGINS, OriginList);
 }
 
 /// A PEM certificate (chain, leaf first) and its private key.
@@ -106,53 +85,107 @@ pub struct TlsFiles {
     pub key_file: PathBuf,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            version: CONFIG_VERSION,
-            nats_url: None,
-            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
-            http_listen: SocketAddr::from(([127, 0, 0, 1], 7401)),
-            data_dir: PathBuf::from("./data"),
-            region: "local".into(),
-            bootstrap_admin_key: None,
-            nats_server_bin: PathBuf::from("nats-server"),
-            read_wait_ms: 5000,
-            devices_initial_version: crate::devices::DEFAULT_VERSION.into(),
-            heartbeat_timeout_ms: 60_000,
-            max_request_bytes: 4 * 1024 * 1024,
-            tls: None,
-            otlp_endpoint: None,
-            cors_allowed_origins: Vec::new(),
-        }
+/// A key as `ops/config.md`'s table lists it (`tls.cert_file` for one in a
+/// section) and its environment variable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Setting {
+    key: &'static str,
+    var: Option<&'static str>,
+}
+
+/// Every [`Setting`], in the declaration's order.
+fn settings() -> impl Iterator<Item = Setting> {
+    SETTINGS.iter().flat_map(|s| s.iter().copied())
+}
+
+/// How an environment variable's text becomes a key's value. The file holds
+/// the same `Value`, read by serde, so that its errors carry line and column.
+trait Parse {
+    type Value: DeserializeOwned;
+    /// On error, what is wrong, for "environment variable NAME=…: {error}".
+    fn parse(text: &str) -> Result<Self::Value, String>;
+}
+
+/// A string, as given.
+struct Text;
+/// A path, as given (relative ones start at fleetd's working directory).
+struct PathName;
+/// `IP:PORT`.
+struct Address;
+struct Milliseconds;
+struct Bytes;
+/// Comma-separated web origins: a variable holds one string, the file a list.
+struct OriginList;
+
+impl Parse for Text {
+    type Value = String;
+    fn parse(text: &str) -> Result<String, String> {
+        Ok(text.to_owned())
     }
 }
 
-impl fmt::Debug for Config {
-    /// Like the derived one, without the bootstrap admin key's value.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("version", &self.version)
-            .field("nats_url", &self.nats_url)
-            .field("listen", &self.listen)
-            .field("http_listen", &self.http_listen)
-            .field("data_dir", &self.data_dir)
-            .field("region", &self.region)
-            .field(
-                "bootstrap_admin_key",
-                &self.bootstrap_admin_key.as_ref().map(|_| "<redacted>"),
-            )
-            .field("nats_server_bin", &self.nats_server_bin)
-            .field("read_wait_ms", &self.read_wait_ms)
-            .field("devices_initial_version", &self.devices_initial_version)
-            .field("heartbeat_timeout_ms", &self.heartbeat_timeout_ms)
-            .field("max_request_bytes", &self.max_request_bytes)
-            .field("tls", &self.tls)
-            .field("otlp_endpoint", &self.otlp_endpoint)
-            .field("cors_allowed_origins", &self.cors_allowed_origins)
-            .finish()
+impl Parse for PathName {
+    type Value = PathBuf;
+    fn parse(text: &str) -> Result<PathBuf, String> {
+        Ok(PathBuf::from(text))
     }
 }
+
+impl Parse for Address {
+    type Value = SocketAddr;
+    fn parse(text: &str) -> Result<SocketAddr, String> {
+        trimmed(text, "IP:PORT, e.g. 127.0.0.1:7400 or [::]:7400")
+    }
+}
+
+impl Parse for Milliseconds {
+    type Value = u64;
+    fn parse(text: &str) -> Result<u64, String> {
+        trimmed(text, "a whole number of milliseconds")
+    }
+}
+
+impl Parse for Bytes {
+    type Value = usize;
+    fn parse(text: &str) -> Result<usize, String> {
+        trimmed(text, "a whole number of bytes")
+    }
+}
+
+impl Parse for OriginList {
+    type Value = Vec<String>;
+    fn parse(text: &str) -> Result<Vec<String>, String> {
+        Ok(text
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
+/// A number or address, blanks around it ignored (a string or path is taken
+/// as given).
+fn trimmed<T: FromStr>(text: &str, expected: &str) -> Result<T, String>
+where
+    T::Err: fmt::Display,
+{
+    text.trim()
+        .parse()
+        .map_err(|e| format!("{e}; expected {expected}"))
+}
+
+/// `text`, the value of the variable `name`, read by `P`.
+fn parse_env<P: Parse>(name: &'static str, text: &str) -> Result<P::Value, ConfigError> {
+    P::parse(text).map_err(|message| ConfigError::Env {
+        name,
+        value: text.to_owned(),
+        message,
+    })
+}
+
+/// The environment as [`Config::load`] sees it: an empty variable is unset.
+type Vars<'a> = dyn Fn(&'static str) -> Option<String> + 'a;
 
 /// Why a configuration was refused. Every message names where the bad value
 /// came from (the file and line, or the environment variable) and what to do.
@@ -224,43 +257,6 @@ impl std::error::Error for ConfigError {
             _ => None,
         }
     }
-}
-
-/// The file as written: every key optional, so the file says only what it
-/// changes. The field order is [`KEYS`]' (serde lists them in errors).
-#[derive(Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping of fleetd config keys (see ops/config.md)"
-)]
-struct FileConfig {
-    /// Checked before, by [`VersionProbe`].
-    #[allow(dead_code)]
-    version: Option<u32>,
-    nats_url: Option<String>,
-    listen: Option<SocketAddr>,
-    http_listen: Option<SocketAddr>,
-    data_dir: Option<PathBuf>,
-    region: Option<String>,
-    bootstrap_admin_key: Option<String>,
-    nats_server_bin: Option<PathBuf>,
-    read_wait_ms: Option<u64>,
-    devices_initial_version: Option<String>,
-    heartbeat_timeout_ms: Option<u64>,
-    max_request_bytes: Option<usize>,
-    tls: Option<FileTls>,
-    otlp_endpoint: Option<String>,
-    cors_allowed_origins: Option<Vec<String>>,
-}
-
-#[derive(Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with cert_file and key_file"
-)]
-struct FileTls {
-    cert_file: Option<PathBuf>,
-    key_file: Option<PathBuf>,
 }
 
 /// Only the version, read before anything else: a file for another version
@@ -353,180 +349,21 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
         check_files: bool,
     ) -> Result<Config, ConfigError> {
-        let mut config = Config::default();
         let mut sources = Sources {
             file,
             origins: HashMap::new(),
         };
-        let (mut cert_file, mut key_file) = (None, None);
-        if let Some((path, text)) = file {
-            let parsed = parse_file(path, text)?;
-            config.apply_file(parsed, &mut sources, &mut cert_file, &mut key_file);
-        }
-
+        let mut layer = match file {
+            Some((path, text)) => parse_file(path, text)?,
+            None => FileConfig::default(),
+        };
+        layer.mark_file(&mut sources);
         // An empty variable counts as unset.
         let var = |name: &'static str| env(name).filter(|v| !v.is_empty());
-        if let Some(v) = var("FLEETLOG_NATS_URL") {
-            sources.set_by_env("nats_url", "FLEETLOG_NATS_URL", &v);
-            config.nats_url = Some(v);
-        }
-        if let Some(v) = var("FLEETLOG_LISTEN") {
-            config.listen = parse_env("FLEETLOG_LISTEN", &v, ADDRESS)?;
-            sources.set_by_env("listen", "FLEETLOG_LISTEN", &v);
-        }
-        if let Some(v) = var("FLEETLOG_HTTP_LISTEN") {
-            config.http_listen = parse_env("FLEETLOG_HTTP_LISTEN", &v, ADDRESS)?;
-            sources.set_by_env("http_listen", "FLEETLOG_HTTP_LISTEN", &v);
-        }
-        if let Some(v) = var("FLEETLOG_DATA_DIR") {
-            sources.set_by_env("data_dir", "FLEETLOG_DATA_DIR", &v);
-            config.data_dir = PathBuf::from(v);
-        }
-        if let Some(v) = var("FLEETLOG_REGION") {
-            sources.set_by_env("region", "FLEETLOG_REGION", &v);
-            config.region = v;
-        }
-        if let Some(v) = var("FLEETLOG_BOOTSTRAP_ADMIN_KEY") {
-            config.bootstrap_admin_key = Some(v);
-        }
-        if let Some(v) = var("FLEETLOG_NATS_SERVER") {
-            sources.set_by_env("nats_server_bin", "FLEETLOG_NATS_SERVER", &v);
-            config.nats_server_bin = PathBuf::from(v);
-        }
-        if let Some(v) = var("FLEETLOG_READ_WAIT_MS") {
-            config.read_wait_ms = parse_env("FLEETLOG_READ_WAIT_MS", &v, MILLISECONDS)?;
-        }
-        if let Some(v) = var("FLEETLOG_DEVICES_INITIAL_VERSION") {
-            sources.set_by_env(
-                "devices_initial_version",
-                "FLEETLOG_DEVICES_INITIAL_VERSION",
-                &v,
-            );
-            config.devices_initial_version = v;
-        }
-        if let Some(v) = var("FLEETLOG_HEARTBEAT_TIMEOUT_MS") {
-            config.heartbeat_timeout_ms =
-                parse_env("FLEETLOG_HEARTBEAT_TIMEOUT_MS", &v, MILLISECONDS)?;
-        }
-        if let Some(v) = var("FLEETLOG_MAX_REQUEST_BYTES") {
-            config.max_request_bytes = parse_env("FLEETLOG_MAX_REQUEST_BYTES", &v, BYTES)?;
-            sources.set_by_env("max_request_bytes", "FLEETLOG_MAX_REQUEST_BYTES", &v);
-        }
-        if let Some(v) = var("FLEETLOG_TLS_CERT") {
-            sources.set_by_env("tls.cert_file", "FLEETLOG_TLS_CERT", &v);
-            cert_file = Some(PathBuf::from(v));
-        }
-        if let Some(v) = var("FLEETLOG_TLS_KEY") {
-            sources.set_by_env("tls.key_file", "FLEETLOG_TLS_KEY", &v);
-            key_file = Some(PathBuf::from(v));
-        }
-        if let Some(v) = var("FLEETLOG_OTLP_ENDPOINT") {
-            sources.set_by_env("otlp_endpoint", "FLEETLOG_OTLP_ENDPOINT", &v);
-            config.otlp_endpoint = Some(v);
-        }
-        if let Some(v) = var("FLEETLOG_CORS_ALLOWED_ORIGINS") {
-            sources.set_by_env("cors_allowed_origins", "FLEETLOG_CORS_ALLOWED_ORIGINS", &v);
-            config.cors_allowed_origins = v
-                .split(',')
-                .map(str::trim)
-                .filter(|o| !o.is_empty())
-                .map(str::to_owned)
-                .collect();
-        }
-
-        config.tls = match (cert_file, key_file) {
-            (Some(cert_file), Some(key_file)) => Some(TlsFiles {
-                cert_file,
-                key_file,
-            }),
-            (None, None) => None,
-            (Some(cert), None) => {
-                return Err(sources.invalid(
-                    "tls.cert_file",
-                    &cert.display().to_string(),
-                    "is set but tls.key_file is not: set both (FLEETLOG_TLS_CERT and \
-                     FLEETLOG_TLS_KEY in the environment) or neither",
-                ));
-            }
-            (None, Some(key)) => {
-                return Err(sources.invalid(
-                    "tls.key_file",
-                    &key.display().to_string(),
-                    "is set but tls.cert_file is not: set both (FLEETLOG_TLS_CERT and \
-                     FLEETLOG_TLS_KEY in the environment) or neither",
-                ));
-            }
-        };
+        layer.apply_env(&var, &mut sources)?;
+        let config = layer.finish(&sources)?;
         config.check(&sources, check_files)?;
         Ok(config)
-    }
-
-    fn apply_file(
-        &mut self,
-        file: FileConfig,
-        sources: &mut Sources<'_>,
-        cert_file: &mut Option<PathBuf>,
-        key_file: &mut Option<PathBuf>,
-    ) {
-        if let Some(v) = file.nats_url {
-            sources.set_by_file("nats_url");
-            self.nats_url = Some(v);
-        }
-        if let Some(v) = file.listen {
-            sources.set_by_file("listen");
-            self.listen = v;
-        }
-        if let Some(v) = file.http_listen {
-            sources.set_by_file("http_listen");
-            self.http_listen = v;
-        }
-        if let Some(v) = file.data_dir {
-            sources.set_by_file("data_dir");
-            self.data_dir = v;
-        }
-        if let Some(v) = file.region {
-            sources.set_by_file("region");
-            self.region = v;
-        }
-        if let Some(v) = file.bootstrap_admin_key {
-            self.bootstrap_admin_key = Some(v);
-        }
-        if let Some(v) = file.nats_server_bin {
-            sources.set_by_file("nats_server_bin");
-            self.nats_server_bin = v;
-        }
-        if let Some(v) = file.read_wait_ms {
-            self.read_wait_ms = v;
-        }
-        if let Some(v) = file.devices_initial_version {
-            sources.set_by_file("devices_initial_version");
-            self.devices_initial_version = v;
-        }
-        if let Some(v) = file.heartbeat_timeout_ms {
-            self.heartbeat_timeout_ms = v;
-        }
-        if let Some(v) = file.max_request_bytes {
-            sources.set_by_file("max_request_bytes");
-            self.max_request_bytes = v;
-        }
-        if let Some(tls) = file.tls {
-            if let Some(v) = tls.cert_file {
-                sources.set_by_file("tls.cert_file");
-                *cert_file = Some(v);
-            }
-            if let Some(v) = tls.key_file {
-                sources.set_by_file("tls.key_file");
-                *key_file = Some(v);
-            }
-        }
-        if let Some(v) = file.otlp_endpoint {
-            sources.set_by_file("otlp_endpoint");
-            self.otlp_endpoint = Some(v);
-        }
-        if let Some(v) = file.cors_allowed_origins {
-            sources.set_by_file("cors_allowed_origins");
-            self.cors_allowed_origins = v;
-        }
     }
 
     /// The checks that need more than the type; errors name the value's
@@ -534,14 +371,14 @@ impl Config {
     fn check(&self, sources: &Sources<'_>, check_files: bool) -> Result<(), ConfigError> {
         if let Err(e) = fleetlog_events::Id::parse(&self.region) {
             return Err(sources.invalid(
-                "region",
+                keys::region::NAME,
                 &self.region,
                 format_args!("is not a valid region ID: {e}"),
             ));
         }
         if !crate::devices::VERSIONS.contains(&self.devices_initial_version.as_str()) {
             return Err(sources.invalid(
-                "devices_initial_version",
+                keys::devices_initial_version::NAME,
                 &self.devices_initial_version,
                 format_args!(
                     "is not a Devices API version; use one of {}",
@@ -550,12 +387,14 @@ impl Config {
             ));
         }
         if self.max_request_bytes == 0 {
-            return Err(sources.invalid("max_request_bytes", "0", "must be at least 1"));
+            return Err(sources.invalid(keys::max_request_bytes::NAME, "0", "must be at least 1"));
         }
         if self.listen == self.http_listen && self.listen.port() != 0 {
-            let (key, other) = match sources.origins.get("http_listen") {
-                Some(_) => ("http_listen", "listen"),
-                None => ("listen", "http_listen"),
+            let (listen, http_listen) = (keys::listen::NAME, keys::http_listen::NAME);
+            // Blame the one that was set: with both set, http_listen.
+            let (key, other) = match sources.origins.get(http_listen) {
+                Some(_) => (http_listen, listen),
+                None => (listen, http_listen),
             };
             return Err(sources.invalid(
                 key,
@@ -567,7 +406,7 @@ impl Config {
             && let Err(e) = url.parse::<async_nats::ServerAddr>()
         {
             return Err(sources.invalid(
-                "nats_url",
+                keys::nats_url::NAME,
                 url,
                 format_args!("is rejected: {e}; write it like nats://127.0.0.1:4222"),
             ));
@@ -578,7 +417,7 @@ impl Config {
                 .or_else(|| endpoint.strip_prefix("https://"));
             if rest.is_none_or(|host| host.is_empty()) {
                 return Err(sources.invalid(
-                    "otlp_endpoint",
+                    keys::otlp_endpoint::NAME,
                     endpoint,
                     "is not an OTLP/gRPC collector URL: it must start with http:// or \
                      https://, e.g. http://127.0.0.1:4317",
@@ -587,7 +426,7 @@ impl Config {
         }
         for origin in &self.cors_allowed_origins {
             if let Err(problem) = check_origin(origin) {
-                return Err(sources.invalid("cors_allowed_origins", origin, problem));
+                return Err(sources.invalid(keys::cors_allowed_origins::NAME, origin, problem));
             }
         }
         if check_files && let Some(tls) = &self.tls {
@@ -623,9 +462,9 @@ impl TlsFiles {
         let (cert_pem, key_pem) = self.read_pem()?;
         let certs = CertificateDer::pem_slice_iter(&cert_pem)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ConfigError::Invalid(format!("tls.cert_file: {e}")))?;
+            .map_err(|e| ConfigError::Invalid(format!("{}: {e}", keys::tls::cert_file)))?;
         let key = PrivateKeyDer::from_pem_slice(&key_pem)
-            .map_err(|e| ConfigError::Invalid(format!("tls.key_file: {e}")))?;
+            .map_err(|e| ConfigError::Invalid(format!("{}: {e}", keys::tls::key_file)))?;
         Ok((certs, key))
     }
 
@@ -636,6 +475,7 @@ impl TlsFiles {
     /// Errors are (key, path, problem).
     #[allow(clippy::type_complexity)]
     fn read_checked(&self) -> Result<(Vec<u8>, Vec<u8>), (&'static str, String, String)> {
+        let (cert_key, key_key) = (keys::tls::cert_file, keys::tls::key_file);
         let cert_path = self.cert_file.display().to_string();
         let key_path = self.key_file.display().to_string();
         let read = |key: &'static str, path: &Path, shown: &str| {
@@ -651,20 +491,20 @@ impl TlsFiles {
                 )
             })
         };
-        let cert_pem = read("tls.cert_file", &self.cert_file, &cert_path)?;
-        let key_pem = read("tls.key_file", &self.key_file, &key_path)?;
+        let cert_pem = read(cert_key, &self.cert_file, &cert_path)?;
+        let key_pem = read(key_key, &self.key_file, &key_path)?;
         let certs = CertificateDer::pem_slice_iter(&cert_pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| {
                 (
-                    "tls.cert_file",
+                    cert_key,
                     cert_path.clone(),
                     format!("is not a PEM certificate file: {e}"),
                 )
             })?;
         if certs.is_empty() {
             return Err((
-                "tls.cert_file",
+                cert_key,
                 cert_path,
                 "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
             ));
@@ -678,7 +518,7 @@ impl TlsFiles {
                 }
                 other => format!("is not a PEM private key file: {other}"),
             };
-            ("tls.key_file", key_path.clone(), problem)
+            (key_key, key_path.clone(), problem)
         })?;
         let provider = rustls::crypto::ring::default_provider();
         if let Err(e) = rustls::sign::CertifiedKey::from_der(certs, key, &provider) {
@@ -686,20 +526,16 @@ impl TlsFiles {
                 rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
                     format!(
                         "does not match the certificate in {cert_path:?} \
-                         (tls.cert_file); use the key the certificate was made for"
+                         ({cert_key}); use the key the certificate was made for"
                     )
                 }
                 other => format!("cannot be used with the certificate {cert_path:?}: {other}"),
             };
-            return Err(("tls.key_file", key_path, problem));
+            return Err((key_key, key_path, problem));
         }
         Ok((cert_pem, key_pem))
     }
 }
-
-const ADDRESS: &str = "IP:PORT, e.g. 127.0.0.1:7400 or [::]:7400";
-const MILLISECONDS: &str = "a whole number of milliseconds";
-const BYTES: &str = "a whole number of bytes";
 
 /// A web origin as browsers send it (`scheme://host[:port]`, no path), or
 /// `*` for every origin.
@@ -723,21 +559,6 @@ fn check_origin(origin: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn parse_env<T: std::str::FromStr>(
-    name: &'static str,
-    value: &str,
-    expected: &str,
-) -> Result<T, ConfigError>
-where
-    T::Err: fmt::Display,
-{
-    value.trim().parse().map_err(|e: T::Err| ConfigError::Env {
-        name,
-        value: value.to_owned(),
-        message: format!("{e}; expected {expected}"),
-    })
-}
-
 /// The version first (a missing or other version is the error even when the
 /// file also has keys this build does not know), then the whole file.
 fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
@@ -757,7 +578,7 @@ fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
         Some(v) if v != CONFIG_VERSION => {
             return Err(ConfigError::Parse {
                 path: path.to_owned(),
-                line: line_of(text, "version"),
+                line: line_of(text, keys::version::NAME),
                 column: None,
                 message: format!(
                     "config version {v} is not supported: this fleetd reads version \
@@ -794,23 +615,34 @@ fn yaml_error(path: &Path, error: serde_yaml::Error) -> ConfigError {
     }
 }
 
+/// The keys inside the section `section` (`cert_file` in `tls`).
+fn section_keys(section: &str) -> Vec<&'static str> {
+    settings()
+        .filter_map(|s| s.key.strip_prefix(section)?.strip_prefix('.'))
+        .collect()
+}
+
 /// For "unknown field `x`, expected …": the known key `x` most likely meant
 /// (a small typo, another case, dashes, or the environment variable's name).
 fn suggest_key(message: &str) -> Option<&'static str> {
     let (scope, rest) = message.split_once("unknown field `")?;
     let unknown = rest.split('`').next()?;
-    let known = if scope.starts_with("tls:") {
-        TLS_KEYS
-    } else {
+    // serde_yaml names the section an unknown key is in: "tls: unknown …".
+    let in_section = scope
+        .split_once(':')
+        .map(|(section, _)| section_keys(section))
+        .unwrap_or_default();
+    let known = if in_section.is_empty() {
         KEYS
+    } else {
+        &in_section
     };
     let normal = unknown.to_ascii_lowercase().replace('-', "_");
     let normal = normal.strip_prefix("fleetlog_").unwrap_or(&normal);
-    if let Some(&(key, _)) = ENV_VARS
-        .iter()
-        .find(|(_, var)| var.eq_ignore_ascii_case(unknown))
+    if let Some(setting) =
+        settings().find(|s| s.var.is_some_and(|v| v.eq_ignore_ascii_case(unknown)))
     {
-        return Some(key.split('.').next().unwrap_or(key));
+        return Some(setting.key.split('.').next().unwrap_or(setting.key));
     }
     let close = known
         .iter()
@@ -872,6 +704,317 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
     }
     Some(start + 1)
 }
+
+/// Makes, from the list of keys at the top of the file: [`Config`] with its
+/// `Default` and `Debug`; `FileConfig`, the file's serde struct, which also
+/// takes the environment's values; [`KEYS`]; `SETTINGS`; and a module
+/// `keys::<key>` per key with its name, so code naming a key cannot misspell
+/// it. A key's `how`:
+///
+/// * `file_only(T)`: only the file sets it, as a `T`.
+/// * `env(VARIABLE, Parser)`: the file or `VARIABLE` sets it; `Parser` is a
+///   [`Parse`] whose `Value` the file holds and the field's type converts
+///   from (`T` into `Option<T>` for an optional key).
+/// * `secret(VARIABLE, Parser)`: the same, but `Debug` does not show the
+///   value and no origin (which would hold the variable's value) is kept,
+///   so it must not be checked.
+/// * `pair(Value, "expecting", { a: VARIABLE_A, b: VARIABLE_B })`: a section
+///   `key: { a: …, b: … }` of two paths set together (each from the file or
+///   its variable) or not at all; the field is `Option<Value>`.
+macro_rules! config_keys {
+    (@key $key:ident: $ty:ty, file_only($file:ty)) => {
+        pub mod $key {
+            use super::super::*;
+
+            pub const NAME: &str = stringify!($key);
+            pub const SETTINGS: &[Setting] = &[Setting { key: NAME, var: None }];
+            pub type File = $file;
+
+            pub fn shown(value: &$ty) -> &$ty {
+                value
+            }
+
+            pub fn mark(file: &Option<File>, sources: &mut Sources<'_>) {
+                if file.is_some() {
+                    sources.set_by_file(NAME);
+                }
+            }
+
+            pub fn env(
+                _: &mut Option<File>,
+                _: &Vars<'_>,
+                _: &mut Sources<'_>,
+            ) -> Result<(), ConfigError> {
+                Ok(())
+            }
+
+            pub fn finish(
+                layer: Option<File>,
+                value: &mut $ty,
+                _: &Sources<'_>,
+            ) -> Result<(), ConfigError> {
+                if let Some(v) = layer {
+                    *value = v.into();
+                }
+                Ok(())
+            }
+        }
+    };
+    (@key $key:ident: $ty:ty, env($var:ident, $parse:ty)) => {
+        pub mod $key {
+            use super::super::*;
+
+            pub const NAME: &str = stringify!($key);
+            pub const VAR: &str = stringify!($var);
+            pub const SETTINGS: &[Setting] = &[Setting { key: NAME, var: Some(VAR) }];
+            pub type File = <$parse as Parse>::Value;
+
+            pub fn shown(value: &$ty) -> &$ty {
+                value
+            }
+
+            pub fn mark(file: &Option<File>, sources: &mut Sources<'_>) {
+                if file.is_some() {
+                    sources.set_by_file(NAME);
+                }
+            }
+
+            pub fn env(
+                layer: &mut Option<File>,
+                var: &Vars<'_>,
+                sources: &mut Sources<'_>,
+            ) -> Result<(), ConfigError> {
+                if let Some(text) = var(VAR) {
+                    *layer = Some(parse_env::<$parse>(VAR, &text)?);
+                    sources.set_by_env(NAME, VAR, &text);
+                }
+                Ok(())
+            }
+
+            pub fn finish(
+                layer: Option<File>,
+                value: &mut $ty,
+                _: &Sources<'_>,
+            ) -> Result<(), ConfigError> {
+                if let Some(v) = layer {
+                    *value = v.into();
+                }
+                Ok(())
+            }
+        }
+    };
+    (@key $key:ident: $ty:ty, secret($var:ident, $parse:ty)) => {
+        pub mod $key {
+            use super::super::*;
+
+            pub const NAME: &str = stringify!($key);
+            pub const VAR: &str = stringify!($var);
+            pub const SETTINGS: &[Setting] = &[Setting { key: NAME, var: Some(VAR) }];
+            pub type File = <$parse as Parse>::Value;
+
+            pub fn shown(value: &$ty) -> Option<&'static str> {
+                value.as_ref().map(|_| "<redacted>")
+            }
+
+            pub fn mark(_: &Option<File>, _: &mut Sources<'_>) {}
+
+            pub fn env(
+                layer: &mut Option<File>,
+                var: &Vars<'_>,
+                _: &mut Sources<'_>,
+            ) -> Result<(), ConfigError> {
+                if let Some(text) = var(VAR) {
+                    *layer = Some(parse_env::<$parse>(VAR, &text)?);
+                }
+                Ok(())
+            }
+
+            pub fn finish(
+                layer: Option<File>,
+                value: &mut $ty,
+                _: &Sources<'_>,
+            ) -> Result<(), ConfigError> {
+                if let Some(v) = layer {
+                    *value = v.into();
+                }
+                Ok(())
+            }
+        }
+    };
+    (@key $key:ident: $ty:ty, pair($value:ident, $expecting:literal, {
+        $(#[doc = $a_doc:literal])* $a:ident: $a_var:ident,
+        $(#[doc = $b_doc:literal])* $b:ident: $b_var:ident $(,)?
+    })) => {
+        // The members' names are constants named after them: `keys::tls::cert_file`.
+        #[allow(non_upper_case_globals)]
+        pub mod $key {
+            use super::super::*;
+
+            pub const NAME: &str = stringify!($key);
+            pub const $a: &str = concat!(stringify!($key), ".", stringify!($a));
+            pub const $b: &str = concat!(stringify!($key), ".", stringify!($b));
+            pub const SETTINGS: &[Setting] = &[
+                Setting { key: $a, var: Some(stringify!($a_var)) },
+                Setting { key: $b, var: Some(stringify!($b_var)) },
+            ];
+
+            /// The section as the file holds it; each member's variable
+            /// then sets that member alone.
+            #[derive(Default, Deserialize)]
+            #[serde(deny_unknown_fields, expecting = $expecting)]
+            pub struct File {
+                $(#[doc = $a_doc])*
+                $a: Option<PathBuf>,
+                $(#[doc = $b_doc])*
+                $b: Option<PathBuf>,
+            }
+
+            pub fn shown(value: &$ty) -> &$ty {
+                value
+            }
+
+            pub fn mark(file: &Option<File>, sources: &mut Sources<'_>) {
+                if let Some(file) = file {
+                    if file.$a.is_some() {
+                        sources.set_by_file($a);
+                    }
+                    if file.$b.is_some() {
+                        sources.set_by_file($b);
+                    }
+                }
+            }
+
+            pub fn env(
+                layer: &mut Option<File>,
+                var: &Vars<'_>,
+                sources: &mut Sources<'_>,
+            ) -> Result<(), ConfigError> {
+                if let Some(text) = var(stringify!($a_var)) {
+                    sources.set_by_env($a, stringify!($a_var), &text);
+                    layer.get_or_insert_with(File::default).$a = Some(PathBuf::from(text));
+                }
+                if let Some(text) = var(stringify!($b_var)) {
+                    sources.set_by_env($b, stringify!($b_var), &text);
+                    layer.get_or_insert_with(File::default).$b = Some(PathBuf::from(text));
+                }
+                Ok(())
+            }
+
+            pub fn finish(
+                layer: Option<File>,
+                value: &mut $ty,
+                sources: &Sources<'_>,
+            ) -> Result<(), ConfigError> {
+                let Some(file) = layer else {
+                    return Ok(());
+                };
+                // Naming both variables tells whoever set one in the
+                // environment where the other goes.
+                let unpaired = |set: &'static str, unset: &str, path: PathBuf| {
+                    sources.invalid(
+                        set,
+                        &path.display().to_string(),
+                        format_args!(
+                            "is set but {unset} is not: set both ({} and {} in the \
+                             environment) or neither",
+                            stringify!($a_var),
+                            stringify!($b_var),
+                        ),
+                    )
+                };
+                *value = match (file.$a, file.$b) {
+                    (Some(a), Some(b)) => Some($value { $a: a, $b: b }),
+                    (None, None) => None,
+                    (Some(path), None) => return Err(unpaired($a, $b, path)),
+                    (None, Some(path)) => return Err(unpaired($b, $a, path)),
+                };
+                Ok(())
+            }
+        }
+    };
+    ($(
+        $(#[doc = $doc:literal])*
+        $key:ident: $ty:ty = $default:expr, $how:ident $args:tt;
+    )*) => {
+        /// fleetd's settings: the defaults, then the file, then the
+        /// environment ([`Config::load`]).
+        #[derive(Clone, PartialEq)]
+        pub struct Config {
+            $(
+                $(#[doc = $doc])*
+                pub $key: $ty,
+            )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config {
+                    $($key: $default,)*
+                }
+            }
+        }
+
+        impl fmt::Debug for Config {
+            /// Like the derived one, without a secret's value.
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct("Config")
+                    $(.field(keys::$key::NAME, &keys::$key::shown(&self.$key)))*
+                    .finish()
+            }
+        }
+
+        /// The keys a config file may hold, in the order `ops/config.md`
+        /// lists them.
+        pub const KEYS: &[&str] = &[$(keys::$key::NAME),*];
+
+        /// Per key, what `ops/config.md`'s table lists: the key, or a
+        /// section's members, with their variables.
+        const SETTINGS: &[&[Setting]] = &[$(keys::$key::SETTINGS),*];
+
+        /// Per key, its name and how the file and the environment set it.
+        mod keys {
+            $(super::config_keys!(@key $key: $ty, $how $args);)*
+        }
+
+        /// The file as written: every key optional, so the file says only
+        /// what it changes; then the environment's values on top. The field
+        /// order is [`KEYS`]' (serde lists them in errors).
+        #[derive(Default, Deserialize)]
+        #[serde(
+            deny_unknown_fields,
+            expecting = "a mapping of fleetd config keys (see ops/config.md)"
+        )]
+        struct FileConfig {
+            $($key: Option<keys::$key::File>,)*
+        }
+
+        impl FileConfig {
+            /// Records the line of each key the file sets.
+            fn mark_file(&self, sources: &mut Sources<'_>) {
+                $(keys::$key::mark(&self.$key, sources);)*
+            }
+
+            /// Replaces what the file set with the variables that are set,
+            /// in the keys' order (so the first bad variable is the error).
+            fn apply_env(
+                &mut self,
+                var: &Vars<'_>,
+                sources: &mut Sources<'_>,
+            ) -> Result<(), ConfigError> {
+                $(keys::$key::env(&mut self.$key, var, sources)?;)*
+                Ok(())
+            }
+
+            /// The defaults with what the file and the environment set.
+            fn finish(self, sources: &Sources<'_>) -> Result<Config, ConfigError> {
+                let mut config = Config::default();
+                $(keys::$key::finish(self.$key, &mut config.$key, sources)?;)*
+                Ok(config)
+            }
+        }
+    };
+}
+use config_keys;
 
 #[cfg(test)]
 mod tests {
@@ -941,18 +1084,82 @@ mod tests {
             .collect::<Vec<_>>()
             .join(", ");
         assert!(message.contains(&listed), "{message}");
-        for key in KEYS.iter().chain(TLS_KEYS) {
+        let tls_keys = section_keys(keys::tls::NAME);
+        let env_vars: Vec<(&str, &str)> =
+            settings().filter_map(|s| Some((s.key, s.var?))).collect();
+        for key in KEYS.iter().chain(&tls_keys) {
             assert!(
                 DOC.contains(&format!("`{key}`")),
                 "ops/config.md lacks `{key}`"
             );
         }
-        for (key, var) in ENV_VARS {
+        for (key, var) in &env_vars {
             assert!(DOC.contains(var), "ops/config.md lacks {var}");
             let top = key.split('.').next().unwrap_or(key);
             assert!(KEYS.contains(&top), "{key}");
         }
-        assert_eq!(ENV_VARS.len(), KEYS.len() - 2 + TLS_KEYS.len());
+        assert_eq!(env_vars.len(), KEYS.len() - 2 + tls_keys.len());
+    }
+
+    /// The rows of the key table in `ops/config.md` (## Keys) as (key,
+    /// variable): `tls` → `cert_file` is `tls.cert_file`, and a variable
+    /// cell without code (`—`) is none.
+    fn documented_settings() -> Vec<(String, Option<String>)> {
+        fn code_spans(cell: &str) -> Vec<&str> {
+            cell.split('`').skip(1).step_by(2).collect()
+        }
+        let section = DOC.split_once("\n## Keys\n").map_or("", |(_, rest)| rest);
+        section
+            .lines()
+            .skip_while(|line| !line.starts_with('|'))
+            .take_while(|line| line.starts_with('|'))
+            // The header row and the row under it.
+            .skip(2)
+            .map(|row| {
+                let mut cells = row.trim_start_matches('|').split('|');
+                let key = code_spans(cells.next().unwrap_or_default()).join(".");
+                let var = code_spans(cells.next().unwrap_or_default())
+                    .first()
+                    .map(|v| v.to_string());
+                (key, var)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_key_table_in_ops_config_md_is_the_declaration() {
+        let documented = documented_settings();
+        let declared: Vec<(String, Option<String>)> = settings()
+            .map(|s| (s.key.to_owned(), s.var.map(str::to_owned)))
+            .collect();
+        for setting in &declared {
+            assert!(
+                documented.contains(setting),
+                "ops/config.md's key table has no row for {setting:?} \
+                 (| `key` | `VARIABLE` | …, or — for no variable)"
+            );
+        }
+        for row in &documented {
+            assert!(
+                declared.contains(row),
+                "ops/config.md's key table has {row:?}, which config.rs does not declare"
+            );
+        }
+        assert_eq!(
+            documented, declared,
+            "ops/config.md's key table is not in the declaration's order"
+        );
+    }
+
+    #[test]
+    fn the_tls_section_is_described_by_its_keys() {
+        // The section's serde `expecting` is a literal in the declaration.
+        let message = error("version: 1\ntls: yes\n", &[]);
+        let members = section_keys(keys::tls::NAME).join(" and ");
+        assert!(
+            message.ends_with(&format!("expected a mapping with {members}")),
+            "{message}"
+        );
     }
 
     #[test]
