@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
-use crate::names::{DeviceName, Label, RegionName};
+use crate::devices::{self, Label};
 
 /// The endpoint used when neither `--endpoint`, `FLEETLOG_ENDPOINT` nor the
 /// config file sets one.
@@ -158,7 +158,8 @@ pub enum Command {
     /// Show the effective settings.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Manage devices (fleetlog.devices.v1.DeviceService).
+    /// Devices v1 with typed flags: shorthands for get, list, create,
+    /// update, delete and watch.
     #[command(subcommand)]
     Devices(DevicesCommand),
     /// Upgrade a service's deployment in a region (fleetlog.meta.v1.DeploymentService).
@@ -217,12 +218,9 @@ pub struct BodyArgs {
     pub set: Vec<String>,
 }
 
-#[derive(Debug, Args)]
-pub struct GetResourceArgs {
-    /// Resource names, e.g. projects/p/regions/eu1/devices/gw-1.
-    #[arg(required = true, value_name = "NAME")]
-    pub names: Vec<String>,
-
+/// `--mask`: of get, list and watch, generic and typed.
+#[derive(Debug, Clone, Default, Args)]
+pub struct MaskArgs {
     /// Field paths to return, comma-separated (e.g. `name,metadata.labels`).
     #[arg(
         long = "mask",
@@ -231,10 +229,27 @@ pub struct GetResourceArgs {
         value_delimiter = ','
     )]
     pub mask: Vec<String>,
+}
+
+/// The options of a read: `get` and `devices get`, and every list.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    pub mask: MaskArgs,
 
     /// Wait until the read model has reached this revision.
     #[arg(long, value_name = "N")]
     pub min_revision: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct GetResourceArgs {
+    /// Resource names, e.g. projects/p/regions/eu1/devices/gw-1.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+
+    #[command(flatten)]
+    pub read: ReadArgs,
 
     /// Keep watching and print each change (one name only).
     #[arg(long, short = 'w')]
@@ -264,7 +279,7 @@ pub struct ListResourceArgs {
 }
 
 /// The query flags of a list: typed (`devices list`) and generic (`list`).
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct ListPageArgs {
     /// AIP-160 filter, e.g. `labels.site = "berlin"`.
     #[arg(long)]
@@ -286,18 +301,60 @@ pub struct ListPageArgs {
     #[arg(long)]
     pub all: bool,
 
-    /// Field paths to return, comma-separated.
-    #[arg(
-        long = "mask",
-        visible_alias = "field-mask",
-        value_name = "PATHS",
-        value_delimiter = ','
-    )]
-    pub mask: Vec<String>,
+    #[command(flatten)]
+    pub read: ReadArgs,
+}
 
-    /// Wait until the read model has reached this revision.
+/// `--request-id`: of every write, generic and typed.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RequestIdArgs {
+    /// Idempotency key: a retry with the same ID returns the first outcome
+    /// (a delete takes it with one name only).
+    #[arg(long)]
+    pub request_id: Option<String>,
+}
+
+/// The conditions of an update or a delete, generic and typed.
+#[derive(Debug, Clone, Default, Args)]
+pub struct WriteArgs {
+    /// Fail with ABORTED unless the resource is at this revision.
     #[arg(long, value_name = "N")]
-    pub min_revision: Option<i64>,
+    pub expected_revision: Option<i64>,
+
+    /// If the resource does not exist: update creates it, delete succeeds.
+    #[arg(long)]
+    pub allow_missing: bool,
+
+    #[command(flatten)]
+    pub request: RequestIdArgs,
+}
+
+/// The options of an update besides its fields, generic and typed.
+#[derive(Debug, Clone, Default, Args)]
+pub struct UpdateOptions {
+    /// Field paths to update, comma-separated (`*`: all); by default the
+    /// fields the command sets (--set, the top-level fields of -f, or the
+    /// field flags of `devices update`).
+    #[arg(long, value_name = "PATHS", value_delimiter = ',')]
+    pub update_mask: Option<Vec<String>>,
+
+    #[command(flatten)]
+    pub write: WriteArgs,
+}
+
+/// The options of a watch, generic and typed.
+#[derive(Debug, Clone, Default, Args)]
+pub struct WatchOptions {
+    /// AIP-160 filter (when watching a collection).
+    #[arg(long)]
+    pub filter: Option<String>,
+
+    #[command(flatten)]
+    pub mask: MaskArgs,
+
+    /// Only changes after this revision (default: the current state first).
+    #[arg(long, value_name = "N")]
+    pub resume_revision: Option<i64>,
 }
 
 #[derive(Debug, Args)]
@@ -308,9 +365,8 @@ pub struct CreateResourceArgs {
     #[command(flatten)]
     pub body: BodyArgs,
 
-    /// Idempotency key: a retry with the same ID returns the first outcome.
-    #[arg(long)]
-    pub request_id: Option<String>,
+    #[command(flatten)]
+    pub request: RequestIdArgs,
 }
 
 #[derive(Debug, Args)]
@@ -321,22 +377,8 @@ pub struct UpdateResourceArgs {
     #[command(flatten)]
     pub body: BodyArgs,
 
-    /// Field paths to update, comma-separated (`*`: all); by default the
-    /// paths given by --set and the top-level fields of -f.
-    #[arg(long, value_name = "PATHS", value_delimiter = ',')]
-    pub update_mask: Option<Vec<String>>,
-
-    /// Fail with ABORTED unless the resource is at this revision.
-    #[arg(long, value_name = "N")]
-    pub expected_revision: Option<i64>,
-
-    /// Create the resource if it does not exist.
-    #[arg(long)]
-    pub allow_missing: bool,
-
-    /// Idempotency key: a retry with the same ID returns the first outcome.
-    #[arg(long)]
-    pub request_id: Option<String>,
+    #[command(flatten)]
+    pub options: UpdateOptions,
 }
 
 #[derive(Debug, Args)]
@@ -345,18 +387,8 @@ pub struct DeleteResourceArgs {
     #[arg(required = true, value_name = "NAME")]
     pub names: Vec<String>,
 
-    /// Fail with ABORTED unless the resource is at this revision.
-    #[arg(long, value_name = "N")]
-    pub expected_revision: Option<i64>,
-
-    /// Succeed even if the resource does not exist.
-    #[arg(long)]
-    pub allow_missing: bool,
-
-    /// Idempotency key: a retry with the same ID returns the first outcome
-    /// (one name only).
-    #[arg(long)]
-    pub request_id: Option<String>,
+    #[command(flatten)]
+    pub write: WriteArgs,
 }
 
 #[derive(Debug, Args)]
@@ -364,22 +396,8 @@ pub struct WatchResourceArgs {
     /// A resource name, or a collection ({parent}/{plural}).
     pub target: String,
 
-    /// AIP-160 filter (collections only).
-    #[arg(long)]
-    pub filter: Option<String>,
-
-    /// Field paths to return, comma-separated.
-    #[arg(
-        long = "mask",
-        visible_alias = "field-mask",
-        value_name = "PATHS",
-        value_delimiter = ','
-    )]
-    pub mask: Vec<String>,
-
-    /// Only changes after this revision (default: the current state first).
-    #[arg(long, value_name = "N")]
-    pub resume_revision: Option<i64>,
+    #[command(flatten)]
+    pub options: WatchOptions,
 }
 
 #[derive(Debug, Args)]
@@ -405,19 +423,22 @@ pub struct CallArgs {
     pub body: BodyArgs,
 }
 
+/// `fleetctl devices …`: typed flags for Devices v1, each command sugar over
+/// the generic verb of the same name (see `devices.rs`).
 #[derive(Debug, Subcommand)]
 pub enum DevicesCommand {
-    /// Create a device.
+    /// Create a device (`create NAME --set …`).
     Create(CreateArgs),
-    /// Get one device.
+    /// Get one device (`get NAME`).
     Get(GetArgs),
-    /// List the devices of a project and region.
+    /// List the devices of a project and region (`list PARENT/devices`).
     List(ListArgs),
-    /// Update fields of a device.
+    /// Update fields of a device (`update NAME --set …`).
     Update(UpdateArgs),
-    /// Delete a device.
+    /// Delete a device (`delete NAME`).
     Delete(DeleteArgs),
-    /// Watch one device, or all devices under a parent, and print each change.
+    /// Watch one device, or all devices under a parent, and print each change
+    /// (`watch NAME|PARENT/devices`).
     Watch(WatchArgs),
 }
 
@@ -472,35 +493,29 @@ pub struct DeviceFields {
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// Full name: projects/{project}/regions/{region}/devices/{device}.
-    pub name: DeviceName,
+    #[arg(value_parser = devices::device_name, help = devices::name_help())]
+    pub name: String,
 
     #[command(flatten)]
     pub fields: DeviceFields,
 
-    /// Idempotency key: a retry with the same ID returns the first outcome.
-    #[arg(long)]
-    pub request_id: Option<String>,
+    #[command(flatten)]
+    pub request: RequestIdArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// Full name: projects/{project}/regions/{region}/devices/{device}.
-    pub name: DeviceName,
+    #[arg(value_parser = devices::device_name, help = devices::name_help())]
+    pub name: String,
 
-    /// Field paths to return, comma-separated (e.g. `name,metadata.labels`).
-    #[arg(long, value_name = "PATHS", value_delimiter = ',')]
-    pub mask: Vec<String>,
-
-    /// Wait until the read model has reached this revision.
-    #[arg(long, value_name = "N")]
-    pub min_revision: Option<i64>,
+    #[command(flatten)]
+    pub read: ReadArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Parent: projects/{project}/regions/{region}.
-    pub parent: RegionName,
+    #[arg(value_parser = devices::device_parent, help = devices::parent_help())]
+    pub parent: String,
 
     #[command(flatten)]
     pub page: ListPageArgs,
@@ -508,69 +523,37 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct UpdateArgs {
-    /// Full name: projects/{project}/regions/{region}/devices/{device}.
-    pub name: DeviceName,
+    #[arg(value_parser = devices::device_name, help = devices::name_help())]
+    pub name: String,
 
     #[command(flatten)]
     pub fields: DeviceFields,
 
-    /// Field paths to update, comma-separated; by default, the paths of the field
-    /// flags given.
-    #[arg(long, value_name = "PATHS", value_delimiter = ',')]
-    pub update_mask: Option<Vec<String>>,
-
-    /// Fail with ABORTED unless the device is at this revision.
-    #[arg(long, value_name = "N")]
-    pub expected_revision: Option<i64>,
-
-    /// Create the device if it does not exist.
-    #[arg(long)]
-    pub allow_missing: bool,
-
-    /// Idempotency key: a retry with the same ID returns the first outcome.
-    #[arg(long)]
-    pub request_id: Option<String>,
+    #[command(flatten)]
+    pub options: UpdateOptions,
 }
 
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// Full name: projects/{project}/regions/{region}/devices/{device}.
-    pub name: DeviceName,
+    #[arg(value_parser = devices::device_name, help = devices::name_help())]
+    pub name: String,
 
-    /// Fail with ABORTED unless the device is at this revision.
-    #[arg(long, value_name = "N")]
-    pub expected_revision: Option<i64>,
-
-    /// Succeed even if the device does not exist.
-    #[arg(long)]
-    pub allow_missing: bool,
-
-    /// Idempotency key: a retry with the same ID returns the first outcome.
-    #[arg(long)]
-    pub request_id: Option<String>,
+    #[command(flatten)]
+    pub write: WriteArgs,
 }
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("target").required(true).args(["name", "parent"])))]
 pub struct WatchArgs {
-    /// Full name of the one device to watch.
-    pub name: Option<DeviceName>,
+    /// The one device to watch (a full name, as `devices get` takes it).
+    #[arg(value_parser = devices::device_name, conflicts_with = "filter")]
+    pub name: Option<String>,
 
-    /// Watch all devices under this parent: projects/{project}/regions/{region}.
-    #[arg(long)]
-    pub parent: Option<RegionName>,
+    #[arg(long, value_parser = devices::device_parent, help = devices::parent_help())]
+    pub parent: Option<String>,
 
-    /// AIP-160 filter (with --parent only).
-    #[arg(long, conflicts_with = "name")]
-    pub filter: Option<String>,
-
-    /// Field paths to return, comma-separated.
-    #[arg(long, value_name = "PATHS", value_delimiter = ',')]
-    pub mask: Vec<String>,
-
-    /// Only send changes after this revision (default: the current state first).
-    #[arg(long, value_name = "N")]
-    pub resume_revision: Option<i64>,
+    #[command(flatten)]
+    pub options: WatchOptions,
 }
 
 /// The service whose deployment `upgrade` acts on by default.
@@ -690,9 +673,52 @@ mod tests {
     }
 
     #[test]
-    fn malformed_name_is_a_usage_error() {
-        let err = parse(&["devices", "get", "projects/p/devices/d"]).expect_err("bad name");
-        assert_eq!(err.exit_code(), 2);
+    fn malformed_name_is_a_usage_error_naming_argument_and_pattern() {
+        for (args, pattern) in [
+            (
+                vec!["devices", "get", "projects/p/devices/d"],
+                "projects/{project}/regions/{region}/devices/{device}",
+            ),
+            (
+                vec!["devices", "delete", "projects/p/regions/r/devices/D"],
+                "projects/{project}/regions/{region}/devices/{device}",
+            ),
+            (
+                vec!["devices", "list", "projects/p/regions/r/devices"],
+                "projects/{project}/regions/{region}",
+            ),
+            (
+                vec!["devices", "watch", "--parent", "projects/p"],
+                "projects/{project}/regions/{region}",
+            ),
+        ] {
+            let err = parse(&args).expect_err("bad name");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            let message = err.to_string();
+            assert!(message.contains(pattern), "{message}");
+            let argument = if args.contains(&"--parent") {
+                "--parent"
+            } else if args.contains(&"list") {
+                "<PARENT>"
+            } else {
+                "<NAME>"
+            };
+            assert!(message.contains(argument), "{message}");
+        }
+    }
+
+    #[test]
+    fn name_help_shows_the_catalog_pattern() {
+        let mut cli = Cli::command();
+        let create = cli
+            .find_subcommand_mut("devices")
+            .and_then(|d| d.find_subcommand_mut("create"))
+            .map(|c| c.render_help().to_string())
+            .expect("devices create");
+        assert!(
+            create.contains("projects/{project}/regions/{region}/devices/{device}"),
+            "{create}"
+        );
     }
 
     #[test]

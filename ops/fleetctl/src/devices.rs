@@ -1,422 +1,387 @@
-//! `fleetctl devices ...`: the standard methods of `fleetlog.devices.v1.DeviceService`.
+//! `fleetctl devices …`: typed flags for Devices v1 and nothing else. Each
+//! command turns its flags into the arguments of the generic verb of the
+//! same name (`--priority 6` is `--set spec.loggingConfig.priority=6`) and
+//! runs that verb, so requests, calls, output and errors have one
+//! implementation, in `generic.rs`.
 
-use std::collections::HashMap;
-use std::future::Future;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
 
-use fleetlog_proto::api::v1::Metadata;
-use fleetlog_proto::devices::v1::device::{Spec, spec::LoggingConfig};
-use fleetlog_proto::devices::v1::device_service_client::DeviceServiceClient;
-use fleetlog_proto::devices::v1::{
-    CreateDeviceRequest, DeleteDeviceRequest, Device, DeviceChange, GetDeviceRequest,
-    ListDevicesRequest, ListDevicesResponse, UpdateDeviceRequest, WatchDeviceRequest,
-    WatchDeviceResponse, WatchDevicesRequest, WatchDevicesResponse,
-};
-use prost_reflect::ReflectMessage;
-use prost_types::FieldMask;
-use tonic::Streaming;
+use fleetlog_proto::catalog::{CATALOG, ResourceType};
+use serde_json::Value as Json;
 
 use crate::cli::{
-    CreateArgs, DeleteArgs, DeviceFields, DevicesCommand, GetArgs, ListArgs, Output, UpdateArgs,
-    WatchArgs,
+    BodyArgs, CreateArgs, CreateResourceArgs, DeleteArgs, DeleteResourceArgs, DeviceFields,
+    DevicesCommand, GetArgs, GetResourceArgs, ListArgs, ListResourceArgs, UpdateArgs,
+    UpdateResourceArgs, WatchArgs, WatchResourceArgs,
 };
-use crate::connect::{Auth, AuthedChannel, Connection};
-use crate::error::{Error, stderr_line};
-use crate::names::Label;
-use crate::output;
+use crate::error::Error;
+use crate::generic::{self, Ctx};
+use crate::names;
 
-pub type Client = DeviceServiceClient<AuthedChannel>;
+/// The API version the typed flags are fields of: `devices` speaks it
+/// whatever `--api-version` says (v1alpha2 names and fields differ).
+const VERSION: &str = "v1";
 
-/// Connects to the DeviceService at `conn`; a failure names the endpoint.
-async fn connect(conn: &Connection) -> Result<Client, Error> {
-    Ok(DeviceServiceClient::new(conn.channel().await?))
+/// The collection of the resource type, as the catalog knows it.
+const PLURAL: &str = "devices";
+
+/// The Device type of [`VERSION`], from the catalog.
+fn device_type() -> Result<&'static Arc<ResourceType>, String> {
+    CATALOG
+        .resource_by_plural(VERSION, PLURAL)
+        .ok_or_else(|| format!("the API has no {VERSION} {PLURAL}"))
 }
 
-/// Runs one `devices` subcommand.
-pub async fn run(conn: &Connection, command: DevicesCommand, out: Output) -> Result<(), Error> {
-    // Reject a malformed key before any command runs.
-    Auth::new(conn.key.as_deref())?;
-    match command {
-        DevicesCommand::Create(args) => create(conn, args, out).await,
-        DevicesCommand::Get(args) => get(conn, args, out).await,
-        DevicesCommand::List(args) => list(conn, args, out).await,
-        DevicesCommand::Update(args) => update(conn, args, out).await,
-        DevicesCommand::Delete(args) => delete(conn, args, out).await,
-        DevicesCommand::Watch(args) => watch(conn, args, out).await,
+/// clap's parser of a device name: the catalog's pattern, fleetd's ID rules.
+pub fn device_name(text: &str) -> Result<String, String> {
+    names::check(&device_type()?.pattern, text)?;
+    Ok(text.to_owned())
+}
+
+/// clap's parser of the parent of devices.
+pub fn device_parent(text: &str) -> Result<String, String> {
+    names::check(&device_type()?.pattern.parent(), text)?;
+    Ok(text.to_owned())
+}
+
+/// The help of a device name argument, with the catalog's pattern.
+pub fn name_help() -> String {
+    match device_type() {
+        Ok(device) => format!("Full name: {}.", device.pattern),
+        Err(missing) => missing,
     }
 }
 
-// ----- request building (pure) -----
-
-/// A field mask of the non-empty, trimmed `paths`; `None` when there are none.
-pub fn field_mask(paths: &[String]) -> Option<FieldMask> {
-    let paths: Vec<String> = paths
-        .iter()
-        .map(|p| p.trim())
-        .filter(|p| !p.is_empty())
-        .map(str::to_owned)
-        .collect();
-    (!paths.is_empty()).then_some(FieldMask { paths })
+/// The help of a parent argument, with the catalog's pattern.
+pub fn parent_help() -> String {
+    match device_type() {
+        Ok(device) => format!(
+            "The devices under this parent: {}.",
+            device.pattern.parent()
+        ),
+        Err(missing) => missing,
+    }
 }
 
-/// The labels as a map; giving one key twice is a usage error.
-pub fn label_map(labels: &[Label]) -> Result<HashMap<String, String>, Error> {
-    let mut map = HashMap::with_capacity(labels.len());
+/// The collection of the devices under `parent`.
+fn collection(parent: &str) -> Result<String, Error> {
+    let device = device_type().map_err(Error::Other)?;
+    Ok(format!("{parent}/{}", device.plural))
+}
+
+/// Runs one `devices` subcommand as its generic verb in [`VERSION`].
+pub async fn run(ctx: &Ctx, command: DevicesCommand) -> Result<(), Error> {
+    let ctx = Ctx {
+        conn: ctx.conn.clone(),
+        out: ctx.out,
+        version: VERSION.to_owned(),
+    };
+    match command {
+        DevicesCommand::Create(args) => generic::create(&ctx, create(args)?).await,
+        DevicesCommand::Get(args) => generic::get(&ctx, get(args)).await,
+        DevicesCommand::List(args) => generic::list(&ctx, list(args)?).await,
+        DevicesCommand::Update(args) => generic::update(&ctx, update(args)?).await,
+        DevicesCommand::Delete(args) => generic::delete(&ctx, delete(args)).await,
+        DevicesCommand::Watch(args) => generic::watch(&ctx, watch(args)?).await,
+    }
+}
+
+// ----- flags to generic arguments (pure) -----
+
+/// A `key=value` label from `--label`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label {
+    pub key: String,
+    pub value: String,
+}
+
+impl FromStr for Label {
+    type Err = LabelError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let Some((key, value)) = s.split_once('=') else {
+            return Err(LabelError(format!(
+                "'{s}' is not of the form key=value (missing '=')"
+            )));
+        };
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(LabelError(format!("'{s}' has an empty label key")));
+        }
+        if key.chars().any(char::is_whitespace) {
+            return Err(LabelError(format!(
+                "label key '{key}' must not contain whitespace"
+            )));
+        }
+        Ok(Label {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        })
+    }
+}
+
+/// A malformed `--label` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelError(String);
+
+impl fmt::Display for LabelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LabelError {}
+
+/// The labels as one JSON object; giving one key twice is a usage error.
+fn label_object(labels: &[Label]) -> Result<Json, Error> {
+    let mut map = BTreeMap::new();
     for label in labels {
-        if map.insert(label.key.clone(), label.value.clone()).is_some() {
+        if map.insert(&label.key, &label.value).is_some() {
             return Err(Error::Usage(format!(
                 "label '{}' is given more than once",
                 label.key
             )));
         }
     }
-    Ok(map)
+    Ok(serde_json::json!(map))
 }
 
-/// The device described by the field flags; parts without a flag stay unset.
-pub fn device_from_fields(name: String, fields: &DeviceFields) -> Result<Device, Error> {
-    let labels = label_map(&fields.labels)?;
-    let metadata = (!labels.is_empty()).then(|| Metadata {
-        labels,
-        ..Default::default()
-    });
-    let has_logging =
-        fields.priority.is_some() || fields.journal_export.is_some() || !fields.units.is_empty();
-    let spec = has_logging.then(|| Spec {
-        logging_config: Some(LoggingConfig {
-            enable_journal_export: fields.journal_export.unwrap_or(false),
-            priority: fields.priority.unwrap_or(0),
-            units: fields.units.clone(),
-        }),
-        ..Default::default()
-    });
-    Ok(Device {
-        name,
-        display_name: fields.display_name.clone().unwrap_or_default(),
-        description: fields.description.clone().unwrap_or_default(),
-        metadata,
-        spec,
-        status: None,
+/// The `--set` assignments of the field flags given, in field order. Labels
+/// and units are set whole (a JSON value), so on update they replace what
+/// was there, as their help says, and keys need no quoting.
+fn body(fields: &DeviceFields) -> Result<BodyArgs, Error> {
+    let mut set = Vec::new();
+    let mut put = |path: &str, value: String| set.push(format!("{path}={value}"));
+    if let Some(display_name) = &fields.display_name {
+        put("displayName", display_name.clone());
+    }
+    if let Some(description) = &fields.description {
+        put("description", description.clone());
+    }
+    if !fields.labels.is_empty() {
+        put("metadata.labels", label_object(&fields.labels)?.to_string());
+    }
+    if let Some(export) = fields.journal_export {
+        put("spec.loggingConfig.enableJournalExport", export.to_string());
+    }
+    if let Some(priority) = fields.priority {
+        put("spec.loggingConfig.priority", priority.to_string());
+    }
+    if !fields.units.is_empty() {
+        put(
+            "spec.loggingConfig.units",
+            Json::from(fields.units.clone()).to_string(),
+        );
+    }
+    Ok(BodyArgs { file: None, set })
+}
+
+fn create(args: CreateArgs) -> Result<CreateResourceArgs, Error> {
+    Ok(CreateResourceArgs {
+        name: args.name,
+        body: body(&args.fields)?,
+        request: args.request,
     })
 }
 
-/// The update mask implied by the field flags that were given, in field order.
-pub fn update_mask_from_fields(fields: &DeviceFields) -> Vec<String> {
-    let flags: [(bool, &str); 6] = [
-        (fields.display_name.is_some(), "display_name"),
-        (fields.description.is_some(), "description"),
-        (!fields.labels.is_empty(), "metadata.labels"),
-        (
-            fields.journal_export.is_some(),
-            "spec.logging_config.enable_journal_export",
-        ),
-        (fields.priority.is_some(), "spec.logging_config.priority"),
-        (!fields.units.is_empty(), "spec.logging_config.units"),
-    ];
-    flags
-        .into_iter()
-        .filter(|(given, _)| *given)
-        .map(|(_, path)| path.to_owned())
-        .collect()
+fn get(args: GetArgs) -> GetResourceArgs {
+    GetResourceArgs {
+        names: vec![args.name],
+        read: args.read,
+        watch: false,
+        resume_revision: None,
+    }
 }
 
-/// The complete UpdateDeviceRequest for `args`.
-pub fn update_request(args: &UpdateArgs) -> Result<UpdateDeviceRequest, Error> {
-    let device = device_from_fields(args.name.to_string(), &args.fields)?;
-    let update_mask = match &args.update_mask {
-        Some(paths) => field_mask(paths).ok_or_else(|| {
-            Error::Usage("--update-mask needs at least one field path".to_owned())
-        })?,
-        None => field_mask(&update_mask_from_fields(&args.fields)).ok_or_else(|| {
-            Error::Usage(
-                "nothing to update: give at least one field flag (e.g. --display-name, \
-                 --label, --priority) or --update-mask"
-                    .to_owned(),
-            )
-        })?,
-    };
-    Ok(UpdateDeviceRequest {
-        device: Some(device),
-        update_mask: Some(update_mask),
-        expected_revision: args.expected_revision.unwrap_or(0),
-        allow_missing: args.allow_missing,
-        request_id: args.request_id.clone().unwrap_or_default(),
+fn list(args: ListArgs) -> Result<ListResourceArgs, Error> {
+    Ok(ListResourceArgs {
+        collection: collection(&args.parent)?,
+        page: args.page,
+        watch: false,
+        resume_revision: None,
     })
 }
 
-/// The complete CreateDeviceRequest for `args`.
-pub fn create_request(args: &CreateArgs) -> Result<CreateDeviceRequest, Error> {
-    // The name is given by parent + device_id; the device's own name is left
-    // empty, as the server ignores it on create.
-    let device = device_from_fields(String::new(), &args.fields)?;
-    Ok(CreateDeviceRequest {
-        parent: args.name.parent(),
-        device_id: args.name.device_id().to_owned(),
-        device: Some(device),
-        request_id: args.request_id.clone().unwrap_or_default(),
+fn update(args: UpdateArgs) -> Result<UpdateResourceArgs, Error> {
+    let body = body(&args.fields)?;
+    // The generic verb would suggest --set and -f, which `devices` lacks.
+    if body.set.is_empty() && args.options.update_mask.is_none() {
+        return Err(Error::Usage(
+            "nothing to update: give at least one field flag (e.g. --display-name, --label, \
+             --priority) or --update-mask"
+                .to_owned(),
+        ));
+    }
+    Ok(UpdateResourceArgs {
+        name: args.name,
+        body,
+        options: args.options,
     })
 }
 
-// ----- commands -----
-
-fn print_device(device: &Device, out: Output) -> Result<(), Error> {
-    match out {
-        Output::Table => output::write_stdout(&output::device_table(std::slice::from_ref(device)))?,
-        out => output::print_document(device, out)?,
+fn delete(args: DeleteArgs) -> DeleteResourceArgs {
+    DeleteResourceArgs {
+        names: vec![args.name],
+        write: args.write,
     }
-    Ok(())
 }
 
-async fn create(conn: &Connection, args: CreateArgs, out: Output) -> Result<(), Error> {
-    let request = create_request(&args)?;
-    let mut client = connect(conn).await?;
-    let device = client.create_device(request).await?.into_inner();
-    print_device(&device, out)
-}
-
-async fn get(conn: &Connection, args: GetArgs, out: Output) -> Result<(), Error> {
-    let request = GetDeviceRequest {
-        name: args.name.to_string(),
-        field_mask: field_mask(&args.mask),
-        min_revision: args.min_revision.unwrap_or(0),
+fn watch(args: WatchArgs) -> Result<WatchResourceArgs, Error> {
+    let target = match (args.name, args.parent) {
+        (Some(name), _) => name,
+        (None, Some(parent)) => collection(&parent)?,
+        // clap requires one of NAME and --parent.
+        (None, None) => return Err(Error::Usage("give a device NAME or --parent".to_owned())),
     };
-    let mut client = connect(conn).await?;
-    let device = client.get_device(request).await?.into_inner();
-    print_device(&device, out)
-}
-
-async fn list(conn: &Connection, args: ListArgs, out: Output) -> Result<(), Error> {
-    let mut request = ListDevicesRequest {
-        parent: args.parent.to_string(),
-        page_size: args.page.page_size.unwrap_or(0),
-        page_token: args.page.page_token.clone().unwrap_or_default(),
-        filter: args.page.filter.clone().unwrap_or_default(),
-        order_by: args.page.order_by.clone().unwrap_or_default(),
-        field_mask: field_mask(&args.page.mask),
-        min_revision: args.page.min_revision.unwrap_or(0),
-    };
-    let mut client = connect(conn).await?;
-    let mut all = ListDevicesResponse::default();
-    loop {
-        let page = client.list_devices(request.clone()).await?.into_inner();
-        all.devices.extend(page.devices);
-        all.revision = all.revision.max(page.revision);
-        all.next_page_token = page.next_page_token;
-        if !args.page.all || all.next_page_token.is_empty() {
-            break;
-        }
-        if all.next_page_token == request.page_token {
-            return Err(Error::Other(format!(
-                "the server returned page token '{}' twice; stopping",
-                all.next_page_token
-            )));
-        }
-        request.page_token = all.next_page_token.clone();
-        // Later pages must not be read from an older state than earlier ones.
-        request.min_revision = request.min_revision.max(all.revision);
-    }
-    match out {
-        Output::Table => {
-            output::write_stdout(&output::device_table(&all.devices))?;
-            if !all.next_page_token.is_empty() {
-                stderr_line(&format!(
-                    "more devices: continue with --page-token '{}', or pass --all",
-                    all.next_page_token
-                ));
-            }
-        }
-        out => output::print_document(&all, out)?,
-    }
-    Ok(())
-}
-
-async fn update(conn: &Connection, args: UpdateArgs, out: Output) -> Result<(), Error> {
-    let request = update_request(&args)?;
-    let mut client = connect(conn).await?;
-    let device = client.update_device(request).await?.into_inner();
-    print_device(&device, out)
-}
-
-async fn delete(conn: &Connection, args: DeleteArgs, out: Output) -> Result<(), Error> {
-    let name = args.name.to_string();
-    let request = DeleteDeviceRequest {
-        name: name.clone(),
-        expected_revision: args.expected_revision.unwrap_or(0),
-        allow_missing: args.allow_missing,
-        request_id: args.request_id.unwrap_or_default(),
-    };
-    let mut client = connect(conn).await?;
-    client.delete_device(request).await?;
-    match out {
-        Output::Table => output::write_line(&format!("deleted {name}"))?,
-        // google.protobuf.Empty in the proto3 JSON mapping.
-        Output::Json | Output::Yaml => output::write_line("{}")?,
-    }
-    Ok(())
-}
-
-/// The common shape of WatchDeviceResponse and WatchDevicesResponse.
-trait WatchResponse: ReflectMessage + Sized {
-    fn changes(&self) -> &[DeviceChange];
-    fn is_current(&self) -> bool;
-    fn revision(&self) -> i64;
-}
-
-impl WatchResponse for WatchDeviceResponse {
-    fn changes(&self) -> &[DeviceChange] {
-        &self.changes
-    }
-    fn is_current(&self) -> bool {
-        self.is_current
-    }
-    fn revision(&self) -> i64 {
-        self.revision
-    }
-}
-
-impl WatchResponse for WatchDevicesResponse {
-    fn changes(&self) -> &[DeviceChange] {
-        &self.changes
-    }
-    fn is_current(&self) -> bool {
-        self.is_current
-    }
-    fn revision(&self) -> i64 {
-        self.revision
-    }
-}
-
-/// Completes on Ctrl-C; never, if the signal handler cannot be installed.
-async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
-async fn watch(conn: &Connection, args: WatchArgs, out: Output) -> Result<(), Error> {
-    let field_mask = field_mask(&args.mask);
-    let resume_revision = args.resume_revision.unwrap_or(0);
-    let stream = async {
-        let mut client = connect(conn).await?;
-        match (&args.name, &args.parent) {
-            (Some(name), _) => {
-                let request = WatchDeviceRequest {
-                    name: name.to_string(),
-                    field_mask,
-                    resume_revision,
-                };
-                let stream = client.watch_device(request).await?.into_inner();
-                print_watch(stream, out, resume_revision).await
-            }
-            (None, Some(parent)) => {
-                let request = WatchDevicesRequest {
-                    parent: parent.to_string(),
-                    filter: args.filter.clone().unwrap_or_default(),
-                    field_mask,
-                    resume_revision,
-                };
-                let stream = client.watch_devices(request).await?.into_inner();
-                print_watch(stream, out, resume_revision).await
-            }
-            // clap requires one of NAME and --parent.
-            (None, None) => Err(Error::Usage("give a device NAME or --parent".to_owned())),
-        }
-    };
-    run_until_ctrl_c(stream).await
-}
-
-/// Runs `work`, or returns Ok as soon as the user presses Ctrl-C.
-async fn run_until_ctrl_c(work: impl Future<Output = Result<(), Error>>) -> Result<(), Error> {
-    tokio::select! {
-        result = work => result,
-        () = ctrl_c() => Ok(()),
-    }
-}
-
-async fn print_watch<R: WatchResponse>(
-    mut stream: Streaming<R>,
-    out: Output,
-    resume_revision: i64,
-) -> Result<(), Error> {
-    let mut last_revision = resume_revision;
-    if out == Output::Table {
-        output::write_line(&output::watch_header())?;
-    }
-    loop {
-        let message = match stream.message().await {
-            Ok(Some(message)) => message,
-            Ok(None) => return Ok(()),
-            Err(status) => {
-                let hint = (last_revision > 0).then(|| {
-                    format!("the watch can be resumed with --resume-revision {last_revision}")
-                });
-                return Err(Error::Status { status, hint });
-            }
-        };
-        match out {
-            Output::Table => {
-                for change in message.changes() {
-                    output::write_line(&output::watch_change_line(change))?;
-                }
-                if message.is_current() {
-                    output::write_line(&output::watch_current_line(message.revision()))?;
-                }
-            }
-            // One compact JSON document per line (or a YAML document each),
-            // so consumers can read it as a stream.
-            out => output::print_stream_item(&message, out)?,
-        }
-        last_revision = last_revision.max(message.revision());
-    }
+    Ok(WatchResourceArgs {
+        target,
+        options: args.options,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::names::DeviceName;
+    use crate::cli::{Cli, Command, UpdateOptions};
+    use clap::Parser;
+    use prost_reflect::{DynamicMessage, ReflectMessage, Value};
 
-    fn name() -> DeviceName {
-        "projects/p/regions/r/devices/d"
-            .parse()
-            .expect("valid name")
+    const NAME: &str = "projects/acme/regions/eu/devices/gw-1";
+
+    fn parse(args: &[&str]) -> DevicesCommand {
+        let cli = Cli::try_parse_from(["fleetctl", "devices"].iter().chain(args))
+            .unwrap_or_else(|err| panic!("{args:?}: {err}"));
+        match cli.command {
+            Command::Devices(command) => command,
+            other => panic!("not a devices command: {other:?}"),
+        }
     }
 
-    fn label(s: &str) -> Label {
-        s.parse().expect("valid label")
+    fn device() -> Arc<ResourceType> {
+        Arc::clone(device_type().expect("the catalog has v1 devices"))
     }
 
-    fn update_args(fields: DeviceFields) -> UpdateArgs {
-        UpdateArgs {
-            name: name(),
-            fields,
-            update_mask: None,
-            expected_revision: None,
-            allow_missing: false,
-            request_id: None,
+    fn to_json(request: &DynamicMessage) -> Json {
+        serde_json::to_value(request).expect("json")
+    }
+
+    fn update_mask(request: &DynamicMessage) -> Vec<String> {
+        let Some(Value::Message(mask)) = request
+            .get_field_by_name("update_mask")
+            .map(|m| m.into_owned())
+        else {
+            return Vec::new();
+        };
+        let paths = mask.get_field_by_name("paths").map(|p| p.into_owned());
+        match paths {
+            Some(Value::List(paths)) => paths
+                .iter()
+                .filter_map(|p| p.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
         }
     }
 
     #[test]
-    fn update_mask_follows_the_flags_given() {
-        assert!(update_mask_from_fields(&DeviceFields::default()).is_empty());
-        let fields = DeviceFields {
-            priority: Some(3),
-            labels: vec![label("site=berlin")],
-            ..Default::default()
+    fn create_flags_become_the_generic_create_request() {
+        let DevicesCommand::Create(args) = parse(&[
+            "create",
+            NAME,
+            "--display-name",
+            "Gateway = 1",
+            "--label",
+            "site=berlin",
+            "--label",
+            "app.io/tier=edge",
+            "--priority",
+            "6",
+            "--journal-export",
+            "--unit",
+            "a,b.service",
+            "--request-id",
+            "req-1",
+        ]) else {
+            panic!("create")
         };
+        let args = create(args).expect("valid");
+        let (method, request) =
+            generic::create_request(&device(), &args.name, &args).expect("a request");
+        assert_eq!(method.name(), "CreateDevice");
+        let json = to_json(&request);
+        assert_eq!(json["parent"], "projects/acme/regions/eu");
+        assert_eq!(json["deviceId"], "gw-1");
+        assert_eq!(json["requestId"], "req-1");
+        let device = &json["device"];
+        assert_eq!(device["displayName"], "Gateway = 1");
+        assert_eq!(device["metadata"]["labels"]["site"], "berlin");
+        assert_eq!(device["metadata"]["labels"]["app.io/tier"], "edge");
+        let logging = &device["spec"]["loggingConfig"];
+        assert_eq!(logging["priority"], 6);
+        assert_eq!(logging["enableJournalExport"], true);
+        assert_eq!(logging["units"], serde_json::json!(["a,b.service"]));
+    }
+
+    #[test]
+    fn update_flags_set_the_mask_of_the_fields_given() {
+        let DevicesCommand::Update(args) = parse(&[
+            "update",
+            NAME,
+            "--priority",
+            "6",
+            "--label",
+            "site=paris",
+            "--expected-revision",
+            "12",
+            "--allow-missing",
+        ]) else {
+            panic!("update")
+        };
+        let args = update(args).expect("valid");
+        let (_, request) = generic::update_request(&device(), &args.name, &args).expect("valid");
+        // Labels as a whole: the given labels replace all labels.
         assert_eq!(
-            update_mask_from_fields(&fields),
+            update_mask(&request),
             ["metadata.labels", "spec.logging_config.priority"]
         );
+        let json = to_json(&request);
+        assert_eq!(json["device"]["name"], NAME);
+        assert_eq!(json["device"]["spec"]["loggingConfig"]["priority"], 6);
+        assert_eq!(json["expectedRevision"], "12");
+        assert_eq!(json["allowMissing"], true);
+
+        // An explicit mask wins, e.g. to clear all labels.
+        let DevicesCommand::Update(args) =
+            parse(&["update", NAME, "--update-mask", "metadata.labels, "])
+        else {
+            panic!("update")
+        };
+        let args = update(args).expect("valid");
+        let (_, request) = generic::update_request(&device(), &args.name, &args).expect("valid");
+        assert_eq!(update_mask(&request), ["metadata.labels"]);
+        assert!(to_json(&request)["device"].get("metadata").is_none());
+    }
+
+    #[test]
+    fn every_field_flag_is_a_v1_device_field() {
         let fields = DeviceFields {
             display_name: Some("x".into()),
             description: Some(String::new()),
-            labels: vec![label("a=b")],
+            labels: vec!["a=b".parse().expect("label")],
             priority: Some(0),
             journal_export: Some(false),
             units: vec!["sshd.service".into()],
         };
+        let args = UpdateResourceArgs {
+            name: NAME.into(),
+            body: body(&fields).expect("valid"),
+            options: UpdateOptions::default(),
+        };
+        let (_, request) = generic::update_request(&device(), NAME, &args).expect("valid");
         assert_eq!(
-            update_mask_from_fields(&fields),
+            update_mask(&request),
             [
                 "display_name",
                 "description",
@@ -426,92 +391,101 @@ mod tests {
                 "spec.logging_config.units",
             ]
         );
-    }
-
-    #[test]
-    fn update_request_uses_flags_or_explicit_mask() {
-        let mut args = update_args(DeviceFields {
-            priority: Some(6),
-            ..Default::default()
-        });
-        args.expected_revision = Some(12);
-        let request = update_request(&args).expect("valid");
-        assert_eq!(
-            request.update_mask.expect("mask").paths,
-            ["spec.logging_config.priority"]
-        );
-        assert_eq!(request.expected_revision, 12);
-        let device = request.device.expect("device");
-        assert_eq!(device.name, "projects/p/regions/r/devices/d");
-        let priority = device
-            .spec
-            .and_then(|s| s.logging_config)
-            .map(|l| l.priority);
-        assert_eq!(priority, Some(6));
-
-        // An explicit mask wins, e.g. to clear all labels.
-        let mut args = update_args(DeviceFields::default());
-        args.update_mask = Some(vec!["metadata.labels".into(), " ".into()]);
-        let request = update_request(&args).expect("valid");
-        assert_eq!(
-            request.update_mask.expect("mask").paths,
-            ["metadata.labels"]
-        );
-        assert!(request.device.expect("device").metadata.is_none());
+        assert_eq!(request.descriptor().name(), "UpdateDeviceRequest");
     }
 
     #[test]
     fn update_without_anything_to_update_is_a_usage_error() {
-        let args = update_args(DeviceFields::default());
-        assert!(matches!(update_request(&args), Err(Error::Usage(_))));
-        let mut args = update_args(DeviceFields::default());
-        args.update_mask = Some(vec![String::new()]);
-        assert!(matches!(update_request(&args), Err(Error::Usage(_))));
-    }
-
-    #[test]
-    fn create_request_splits_the_name() {
-        let args = CreateArgs {
-            name: "projects/acme/regions/eu/devices/gw-1"
-                .parse()
-                .expect("valid name"),
-            fields: DeviceFields {
-                display_name: Some("Gateway".into()),
-                labels: vec![label("site=berlin"), label("env=prod")],
-                journal_export: Some(true),
-                ..Default::default()
-            },
-            request_id: Some("req-1".into()),
+        let DevicesCommand::Update(args) = parse(&["update", NAME]) else {
+            panic!("update")
         };
-        let request = create_request(&args).expect("valid");
-        assert_eq!(request.parent, "projects/acme/regions/eu");
-        assert_eq!(request.device_id, "gw-1");
-        assert_eq!(request.request_id, "req-1");
-        let device = request.device.expect("device");
-        assert_eq!(device.display_name, "Gateway");
-        let labels = device.metadata.expect("metadata").labels;
-        assert_eq!(labels.get("site").map(String::as_str), Some("berlin"));
-        assert_eq!(labels.get("env").map(String::as_str), Some("prod"));
-        let logging = device
-            .spec
-            .and_then(|s| s.logging_config)
-            .expect("logging config");
-        assert!(logging.enable_journal_export);
+        let Err(Error::Usage(message)) = update(args) else {
+            panic!("nothing to update")
+        };
+        assert!(message.contains("--priority"), "{message}");
+        // An empty explicit mask: the generic verb refuses it.
+        let DevicesCommand::Update(args) = parse(&["update", NAME, "--update-mask", " "]) else {
+            panic!("update")
+        };
+        let args = update(args).expect("a mask was given");
+        assert!(matches!(
+            generic::update_request(&device(), NAME, &args),
+            Err(Error::Usage(_))
+        ));
     }
 
     #[test]
-    fn duplicate_labels_are_rejected() {
-        let labels = [label("a=1"), label("a=2")];
-        assert!(matches!(label_map(&labels), Err(Error::Usage(_))));
+    fn duplicate_labels_are_a_usage_error() {
+        let DevicesCommand::Create(args) =
+            parse(&["create", NAME, "--label", "a=1", "--label", "a=2"])
+        else {
+            panic!("create")
+        };
+        assert!(matches!(create(args), Err(Error::Usage(_))));
     }
 
     #[test]
-    fn field_mask_drops_empty_paths() {
-        assert_eq!(field_mask(&[]), None);
-        assert_eq!(field_mask(&[" ".into()]), None);
+    fn reads_address_the_name_or_the_collection() {
+        let DevicesCommand::List(args) = parse(&["list", "projects/acme/regions/eu", "--all"])
+        else {
+            panic!("list")
+        };
+        let args = list(args).expect("valid");
+        assert_eq!(args.collection, "projects/acme/regions/eu/devices");
+        assert!(args.page.all && !args.watch);
+        let (resource, parent) = generic::collection_at(VERSION, &args.collection).expect("ok");
         assert_eq!(
-            field_mask(&["name".into(), " metadata.labels ".into()]).map(|m| m.paths),
-            Some(vec!["name".to_owned(), "metadata.labels".to_owned()])
+            (resource.plural.as_str(), parent.as_str()),
+            (PLURAL, "projects/acme/regions/eu")
         );
+
+        let DevicesCommand::Watch(args) = parse(&["watch", "--parent", "projects/acme/regions/eu"])
+        else {
+            panic!("watch")
+        };
+        assert_eq!(
+            watch(args).expect("valid").target,
+            "projects/acme/regions/eu/devices"
+        );
+        let DevicesCommand::Watch(args) = parse(&["watch", NAME, "--resume-revision", "3"]) else {
+            panic!("watch")
+        };
+        let args = watch(args).expect("valid");
+        assert_eq!(
+            (args.target.as_str(), args.options.resume_revision),
+            (NAME, Some(3))
+        );
+
+        let DevicesCommand::Get(args) = parse(&["get", NAME, "--mask", "name"]) else {
+            panic!("get")
+        };
+        let args = get(args);
+        assert_eq!(
+            (args.names.as_slice(), args.read.mask.mask.as_slice()),
+            ([NAME.to_owned()].as_slice(), ["name".to_owned()].as_slice())
+        );
+        let DevicesCommand::Delete(args) = parse(&["delete", NAME, "--allow-missing"]) else {
+            panic!("delete")
+        };
+        let args = delete(args);
+        assert!(args.write.allow_missing && args.names == [NAME]);
+    }
+
+    #[test]
+    fn labels_parse() {
+        let l: Label = "site=berlin".parse().expect("valid label");
+        assert_eq!((l.key.as_str(), l.value.as_str()), ("site", "berlin"));
+        // Only the first '=' separates; the value may be empty or contain '='.
+        let l: Label = "expr=a=b".parse().expect("valid label");
+        assert_eq!((l.key.as_str(), l.value.as_str()), ("expr", "a=b"));
+        let l: Label = "empty=".parse().expect("valid label");
+        assert_eq!((l.key.as_str(), l.value.as_str()), ("empty", ""));
+    }
+
+    #[test]
+    fn labels_reject_malformed() {
+        assert!("site".parse::<Label>().is_err());
+        assert!("=berlin".parse::<Label>().is_err());
+        assert!("a b=c".parse::<Label>().is_err());
     }
 }

@@ -16,10 +16,11 @@ use tonic::Streaming;
 
 use crate::cli::{
     BodyArgs, CallArgs, CreateResourceArgs, DeleteResourceArgs, GetResourceArgs, ListResourceArgs,
-    Output, UpdateResourceArgs, WatchResourceArgs,
+    Output, ReadArgs, RequestIdArgs, UpdateResourceArgs, WatchResourceArgs, WriteArgs,
 };
 use crate::connect::Connection;
 use crate::error::{Error, stderr_line};
+use crate::names;
 use crate::output;
 use crate::render;
 use crate::request;
@@ -85,9 +86,24 @@ fn other_version_hint(version: &str, path: &str) -> String {
     }
 }
 
+/// What `path` addresses in `version`, with its IDs checked as fleetd will
+/// check them (so a bad ID is a usage error, not a round trip).
+fn address(version: &str, path: &str) -> Result<Option<Addressed<'static>>, Error> {
+    let addressed = CATALOG.address(version, path);
+    let checked = match &addressed {
+        Some(Addressed::Name(resource)) => names::check(&resource.pattern, path),
+        Some(Addressed::Collection(resource, parent)) if !parent.is_empty() => {
+            names::check(&resource.pattern.parent(), parent)
+        }
+        Some(Addressed::Collection(..)) | None => Ok(()),
+    };
+    checked.map_err(Error::Usage)?;
+    Ok(addressed)
+}
+
 /// The resource type `name` names in `version`.
 pub fn resource_named(version: &str, name: &str) -> Result<Arc<ResourceType>, Error> {
-    match CATALOG.address(version, name) {
+    match address(version, name)? {
         Some(Addressed::Name(resource)) => Ok(Arc::clone(resource)),
         Some(Addressed::Collection(resource, _)) => Err(Error::Usage(format!(
             "'{name}' is a collection of {}, not a resource name: `fleetctl list {name}` lists \
@@ -104,7 +120,7 @@ pub fn resource_named(version: &str, name: &str) -> Result<Arc<ResourceType>, Er
 
 /// The resource type and parent of the collection `path` in `version`.
 pub fn collection_at(version: &str, path: &str) -> Result<(Arc<ResourceType>, String), Error> {
-    match CATALOG.address(version, path) {
+    match address(version, path)? {
         Some(Addressed::Collection(resource, parent)) => Ok((Arc::clone(resource), parent)),
         Some(Addressed::Name(resource)) => Err(Error::Usage(format!(
             "'{path}' names one {}, not a collection: `fleetctl get {path}` reads it, or list \
@@ -160,6 +176,7 @@ pub fn find_action(version: &str, name: &str, verb: &str) -> Result<&'static Act
         .filter(|a| a.version == version && a.target.matches(name))
         .collect();
     if let Some(action) = on_name.iter().find(|a| action_key(&a.verb) == key) {
+        names::check(&action.target, name).map_err(Error::Usage)?;
         return Ok(action);
     }
     if !on_name.is_empty() {
@@ -247,6 +264,33 @@ impl Req {
         Ok(())
     }
 
+    /// `--mask` and `--min-revision`.
+    fn read(&mut self, read: &ReadArgs) -> Result<(), Error> {
+        self.mask("field_mask", request::mask_paths(&read.mask.mask), "--mask")?;
+        self.set_opt("min_revision", read.min_revision.map(int), "--min-revision")
+    }
+
+    fn request_id(&mut self, args: &RequestIdArgs) -> Result<(), Error> {
+        self.set_opt(
+            "request_id",
+            args.request_id.clone().map(Json::from),
+            "--request-id",
+        )
+    }
+
+    /// `--expected-revision`, `--allow-missing` and `--request-id`.
+    fn write(&mut self, write: &WriteArgs) -> Result<(), Error> {
+        self.set_opt(
+            "expected_revision",
+            write.expected_revision.map(int),
+            "--expected-revision",
+        )?;
+        if write.allow_missing {
+            self.set("allow_missing", json!(true), "--allow-missing")?;
+        }
+        self.request_id(&write.request)
+    }
+
     fn build(self) -> Result<DynamicMessage, Error> {
         let input = self.method.input();
         let mut json = Json::Object(self.json);
@@ -296,7 +340,7 @@ fn int(n: i64) -> Json {
 fn get_request(
     resource: &ResourceType,
     names: &[String],
-    args: &GetResourceArgs,
+    read: &ReadArgs,
 ) -> Result<(MethodDescriptor, DynamicMessage), Error> {
     let (method, mut req) = if let [name] = names {
         let method = standard(resource, Standard::Get)?;
@@ -309,8 +353,7 @@ fn get_request(
         req.set("names", json!(names), "NAME")?;
         (method, req)
     };
-    req.mask("field_mask", request::mask_paths(&args.mask), "--mask")?;
-    req.set_opt("min_revision", args.min_revision.map(int), "--min-revision")?;
+    req.read(read)?;
     Ok((method, req.build()?))
 }
 
@@ -344,16 +387,11 @@ fn list_request(
         args.page.order_by.clone().map(Json::from),
         "--order-by",
     )?;
-    req.mask("field_mask", request::mask_paths(&args.page.mask), "--mask")?;
-    req.set_opt(
-        "min_revision",
-        args.page.min_revision.map(int),
-        "--min-revision",
-    )?;
+    req.read(&args.page.read)?;
     Ok((method, req.build()?))
 }
 
-fn create_request(
+pub(crate) fn create_request(
     resource: &ResourceType,
     name: &str,
     args: &CreateResourceArgs,
@@ -367,15 +405,11 @@ fn create_request(
     }
     req.set(&resource.id_field(), json!(id), "NAME")?;
     req.set(&resource.body_field(), body.value, "-f/--set")?;
-    req.set_opt(
-        "request_id",
-        args.request_id.clone().map(Json::from),
-        "--request-id",
-    )?;
+    req.request_id(&args.request)?;
     Ok((method, req.build()?))
 }
 
-fn update_request(
+pub(crate) fn update_request(
     resource: &ResourceType,
     name: &str,
     args: &UpdateResourceArgs,
@@ -388,7 +422,7 @@ fn update_request(
     {
         map.insert("name".to_owned(), json!(name));
     }
-    let mask = match &args.update_mask {
+    let mask = match &args.options.update_mask {
         Some(paths) => {
             let paths = request::mask_paths(paths);
             if paths.is_empty() {
@@ -421,19 +455,7 @@ fn update_request(
     let mut req = Req::new(&method);
     req.set(&resource.body_field(), body.value, "-f/--set")?;
     req.mask("update_mask", mask, "--update-mask")?;
-    req.set_opt(
-        "expected_revision",
-        args.expected_revision.map(int),
-        "--expected-revision",
-    )?;
-    if args.allow_missing {
-        req.set("allow_missing", json!(true), "--allow-missing")?;
-    }
-    req.set_opt(
-        "request_id",
-        args.request_id.clone().map(Json::from),
-        "--request-id",
-    )?;
+    req.write(&args.options.write)?;
     Ok((method, req.build()?))
 }
 
@@ -445,19 +467,7 @@ fn delete_request(
     let method = standard(resource, Standard::Delete)?;
     let mut req = Req::new(&method);
     req.set("name", json!(name), "NAME")?;
-    req.set_opt(
-        "expected_revision",
-        args.expected_revision.map(int),
-        "--expected-revision",
-    )?;
-    if args.allow_missing {
-        req.set("allow_missing", json!(true), "--allow-missing")?;
-    }
-    req.set_opt(
-        "request_id",
-        args.request_id.clone().map(Json::from),
-        "--request-id",
-    )?;
+    req.write(&args.write)?;
     Ok((method, req.build()?))
 }
 
@@ -474,7 +484,7 @@ fn watch_request(
     mask: &[String],
     resume_revision: Option<i64>,
 ) -> Result<WatchTarget, Error> {
-    let (method, mut req) = match CATALOG.address(version, target) {
+    let (method, mut req) = match address(version, target)? {
         Some(Addressed::Name(resource)) => {
             if filter.is_some() {
                 return Err(Error::Usage(
@@ -610,10 +620,16 @@ pub async fn get(ctx: &Ctx, args: GetResourceArgs) -> Result<(), Error> {
         let [name] = args.names.as_slice() else {
             return Err(Error::Usage("--watch takes one name".to_owned()));
         };
-        let target = watch_request(&ctx.version, name, None, &args.mask, args.resume_revision)?;
+        let target = watch_request(
+            &ctx.version,
+            name,
+            None,
+            &args.read.mask.mask,
+            args.resume_revision,
+        )?;
         return watch_stream(ctx, target, args.resume_revision.unwrap_or(0)).await;
     }
-    let (method, request) = get_request(first, &args.names, &args)?;
+    let (method, request) = get_request(first, &args.names, &args.read)?;
     let client = ctx.client().await?;
     let response = client.unary(&method, request).await?;
     render::print(&response, ctx.out)?;
@@ -666,7 +682,7 @@ pub async fn list(ctx: &Ctx, args: ListResourceArgs) -> Result<(), Error> {
             &ctx.version,
             &args.collection,
             args.page.filter.as_deref(),
-            &args.page.mask,
+            &args.page.read.mask.mask,
             args.resume_revision,
         )?;
         return watch_stream(ctx, target, args.resume_revision.unwrap_or(0)).await;
@@ -769,7 +785,7 @@ pub async fn update(ctx: &Ctx, args: UpdateResourceArgs) -> Result<(), Error> {
 }
 
 pub async fn delete(ctx: &Ctx, args: DeleteResourceArgs) -> Result<(), Error> {
-    if args.names.len() > 1 && args.request_id.is_some() {
+    if args.names.len() > 1 && args.write.request.request_id.is_some() {
         return Err(Error::Usage("--request-id takes one name".to_owned()));
     }
     // Every name is checked before anything is deleted.
@@ -839,14 +855,15 @@ pub async fn delete(ctx: &Ctx, args: DeleteResourceArgs) -> Result<(), Error> {
 }
 
 pub async fn watch(ctx: &Ctx, args: WatchResourceArgs) -> Result<(), Error> {
+    let options = &args.options;
     let target = watch_request(
         &ctx.version,
         &args.target,
-        args.filter.as_deref(),
-        &args.mask,
-        args.resume_revision,
+        options.filter.as_deref(),
+        &options.mask.mask,
+        options.resume_revision,
     )?;
-    watch_stream(ctx, target, args.resume_revision.unwrap_or(0)).await
+    watch_stream(ctx, target, options.resume_revision.unwrap_or(0)).await
 }
 
 async fn watch_stream(ctx: &Ctx, target: WatchTarget, resume_revision: i64) -> Result<(), Error> {
@@ -1078,6 +1095,31 @@ mod tests {
     }
 
     #[test]
+    fn ids_are_checked_as_fleetd_checks_them() {
+        let Err(Error::Usage(message)) = resource_named("v1", "projects/P/regions/r/devices/d")
+        else {
+            panic!("an uppercase project")
+        };
+        assert!(
+            message.contains("contains 'P'")
+                && message.contains("projects/{project}/regions/{region}/devices/{device}"),
+            "{message}"
+        );
+        assert!(collection_at("v1", "projects/p/regions/r_/devices").is_ok());
+        assert!(collection_at("v1", "projects/p/regions/R/devices").is_err());
+        assert!(collection_at("v1", "services/a..b/deployments").is_err());
+        assert!(watch_request("v1", "projects/p/regions/r/devices/d e", None, &[], None).is_err());
+        assert!(
+            find_action(
+                "v1",
+                "projects/p/serviceAccounts/S",
+                "createServiceAccountKey"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
     fn actions_are_found_in_any_case() {
         let action = find_action(
             "v1",
@@ -1110,7 +1152,9 @@ mod tests {
                 file: None,
                 set: vec!["displayName=x".into(), "labels.site=berlin".into()],
             },
-            request_id: Some("r1".into()),
+            request: RequestIdArgs {
+                request_id: Some("r1".into()),
+            },
         };
         let (method, request) =
             create_request(&device, &args.name, &args).expect("a create request");
@@ -1130,10 +1174,13 @@ mod tests {
                     "spec.loggingConfig.priority=3".into(),
                 ],
             },
-            update_mask: None,
-            expected_revision: Some(4),
-            allow_missing: false,
-            request_id: None,
+            options: crate::cli::UpdateOptions {
+                update_mask: None,
+                write: WriteArgs {
+                    expected_revision: Some(4),
+                    ..WriteArgs::default()
+                },
+            },
         };
         let (_, request) = update_request(&device, &args.name, &args).expect("an update");
         let json = serde_json::to_value(&request).expect("json");

@@ -59,6 +59,7 @@ async fn run(command: Command, flags: Flags) -> Result<(), Error> {
         out,
         version: settings.api_version.value.clone(),
     };
+    // `devices` speaks its own version, and the rest name none.
     let generic_command = !matches!(
         command,
         Command::Config(_) | Command::Devices(_) | Command::Upgrade(_) | Command::ApiResources
@@ -76,7 +77,7 @@ async fn run(command: Command, flags: Flags) -> Result<(), Error> {
         Command::Call(args) => generic::call(&ctx, args).await,
         Command::ApiResources => generic::api_resources(out),
         Command::Config(ConfigCommand::Show) => config::show(&settings),
-        Command::Devices(command) => devices::run(&conn, command, out).await,
+        Command::Devices(command) => devices::run(&ctx, command).await,
         Command::Upgrade(command) => upgrade::run(&conn, command, out).await,
         Command::Completion(_) | Command::Projection(_) => Ok(()),
     }

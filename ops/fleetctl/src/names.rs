@@ -1,202 +1,87 @@
-//! Typed resource names and `key=value` labels, parsed from the command line.
-//!
-//! These implement [`FromStr`] so clap can use them as argument types: a
-//! malformed value is reported as a usage error (exit code 2) naming the
-//! argument.
+//! Resource names, checked as fleetd will parse them: the shape by the
+//! catalog's pattern (read from the proto descriptors), each ID by the rules
+//! of `fleetlog_events::Id`, which fleetd's typed names use. fleetctl holds
+//! no pattern of its own, so a resource added to the protos is checked here
+//! as it is, and a malformed name is a usage error before any call.
 
-use std::fmt;
-use std::str::FromStr;
+use fleetlog_events::Id;
+use fleetlog_proto::catalog::{CATALOG, NamePattern};
 
-/// A device name, `projects/{project}/regions/{region}/devices/{device}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceName {
-    pub project: String,
-    pub region: String,
-    pub device: String,
-}
-
-impl DeviceName {
-    /// The collection the device lives in: `projects/{project}/regions/{region}`.
-    pub fn parent(&self) -> String {
-        format!("projects/{}/regions/{}", self.project, self.region)
+/// Checks `name` against `pattern`; the error names both, and which ID is
+/// wrong when the shape is right.
+pub fn check(pattern: &NamePattern, name: &str) -> Result<(), String> {
+    let wrong = |reason: &str| format!("'{name}' is not a name of the form {pattern}{reason}");
+    if !pattern.matches(name) {
+        return Err(wrong(""));
     }
-
-    /// The device ID, the last segment of the name.
-    pub fn device_id(&self) -> &str {
-        &self.device
-    }
-}
-
-impl fmt::Display for DeviceName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "projects/{}/regions/{}/devices/{}",
-            self.project, self.region, self.device
-        )
-    }
-}
-
-impl FromStr for DeviceName {
-    type Err = NameError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        const PATTERN: &str = "projects/{project}/regions/{region}/devices/{device}";
-        let ids = match_pattern(s, &["projects", "regions", "devices"], PATTERN)?;
-        let [project, region, device] = ids;
-        Ok(DeviceName {
-            project,
-            region,
-            device,
-        })
-    }
-}
-
-/// The parent of devices, `projects/{project}/regions/{region}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegionName {
-    pub project: String,
-    pub region: String,
-}
-
-impl fmt::Display for RegionName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "projects/{}/regions/{}", self.project, self.region)
-    }
-}
-
-impl FromStr for RegionName {
-    type Err = NameError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        const PATTERN: &str = "projects/{project}/regions/{region}";
-        let [project, region] = match_pattern(s, &["projects", "regions"], PATTERN)?;
-        Ok(RegionName { project, region })
-    }
-}
-
-/// Matches `s` against `collection/{id}/collection/{id}/...` and returns the IDs.
-fn match_pattern<const N: usize>(
-    s: &str,
-    collections: &[&str; N],
-    pattern: &'static str,
-) -> Result<[String; N], NameError> {
-    let err = |reason: String| NameError {
-        name: s.to_owned(),
-        pattern,
-        reason,
-    };
-    let segments: Vec<&str> = s.split('/').collect();
-    if segments.len() != 2 * N {
-        return Err(err(format!(
-            "expected {} segments separated by '/', found {}",
-            2 * N,
-            segments.len()
-        )));
-    }
-    let mut ids: [String; N] = std::array::from_fn(|_| String::new());
-    for (i, (pair, collection)) in segments.chunks_exact(2).zip(collections).enumerate() {
-        let (found, id) = (pair[0], pair[1]);
-        if found != *collection {
-            return Err(err(format!(
-                "segment {} must be '{collection}', found '{found}'",
-                2 * i + 1
-            )));
-        }
-        if id.is_empty() {
-            return Err(err(format!("the ID after '{collection}/' is empty")));
-        }
-        if id.chars().any(char::is_whitespace) {
-            return Err(err(format!("the ID '{id}' contains whitespace")));
-        }
-        ids[i] = id.to_owned();
-    }
-    Ok(ids)
-}
-
-/// A resource name that does not match its pattern.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NameError {
-    name: String,
-    pattern: &'static str,
-    reason: String,
-}
-
-impl fmt::Display for NameError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "'{}' is not a name of the form {}: {}",
-            self.name, self.pattern, self.reason
-        )
-    }
-}
-
-impl std::error::Error for NameError {}
-
-/// A `key=value` label from `--label`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Label {
-    pub key: String,
-    pub value: String,
-}
-
-impl FromStr for Label {
-    type Err = LabelError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let Some((key, value)) = s.split_once('=') else {
-            return Err(LabelError(format!(
-                "'{s}' is not of the form key=value (missing '=')"
-            )));
+    for (segment, id) in segments(pattern).iter().zip(name.split('/')) {
+        let Some(variable) = variable(segment) else {
+            continue;
         };
-        let key = key.trim();
-        if key.is_empty() {
-            return Err(LabelError(format!("'{s}' has an empty label key")));
-        }
-        if key.chars().any(char::is_whitespace) {
-            return Err(LabelError(format!(
-                "label key '{key}' must not contain whitespace"
-            )));
-        }
-        Ok(Label {
-            key: key.to_owned(),
-            value: value.to_owned(),
+        let parsed = if CATALOG.is_domain_variable(variable) {
+            Id::parse_domain(id)
+        } else {
+            Id::parse(id)
+        };
+        parsed.map_err(|err| wrong(&format!(": {err} (the {{{variable}}})")))?;
+    }
+    Ok(())
+}
+
+/// The name of `pattern` with `ids` for its variables, in order; [`check`]
+/// it, as a missing ID leaves an empty segment.
+pub fn fill(pattern: &NamePattern, ids: &[&str]) -> String {
+    let mut ids = ids.iter();
+    segments(pattern)
+        .iter()
+        .map(|segment| match variable(segment) {
+            Some(_) => ids.next().copied().unwrap_or_default(),
+            None => segment.as_str(),
         })
-    }
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
-/// A malformed `--label` value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LabelError(String);
-
-impl fmt::Display for LabelError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// The segments of `pattern`: NamePattern keeps its own private, and its
+/// text is the pattern as the proto declares it.
+fn segments(pattern: &NamePattern) -> Vec<String> {
+    pattern.to_string().split('/').map(str::to_owned).collect()
 }
 
-impl std::error::Error for LabelError {}
+/// The variable of a pattern segment (`{device}` → `device`).
+fn variable(segment: &str) -> Option<&str> {
+    segment.strip_prefix('{').and_then(|s| s.strip_suffix('}'))
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn pattern(text: &str) -> NamePattern {
+        NamePattern::parse(text)
+    }
+
     #[test]
-    fn device_name_splits_into_parent_and_id() {
-        let name: DeviceName = "projects/p1/regions/eu-west/devices/dev-7"
-            .parse()
-            .expect("valid name");
-        assert_eq!(name.parent(), "projects/p1/regions/eu-west");
-        assert_eq!(name.device_id(), "dev-7");
+    fn names_of_the_pattern_with_valid_ids_pass() {
+        let device = pattern("projects/{project}/regions/{region}/devices/{device}");
         assert_eq!(
-            name.to_string(),
-            "projects/p1/regions/eu-west/devices/dev-7"
+            check(&device, "projects/p1/regions/eu-west/devices/dev_7"),
+            Ok(())
+        );
+        let deployment = pattern("services/{service}/deployments/{deployment}");
+        assert_eq!(
+            check(
+                &deployment,
+                "services/devices.fleetlog.io/deployments/local"
+            ),
+            Ok(())
         );
     }
 
     #[test]
-    fn device_name_rejects_malformed_names() {
+    fn malformed_names_are_refused_naming_the_pattern() {
+        let text = "projects/{project}/regions/{region}/devices/{device}";
+        let device = pattern(text);
         for bad in [
             "",
             "dev-7",
@@ -209,56 +94,45 @@ mod tests {
             "projects/p/regions/r/devices/d/extra",
             "/projects/p/regions/r/devices/d",
             "projects/p/regions/r/devices/d e",
+            "projects/P/regions/r/devices/d",
+            "projects/p/regions/r/devices/a.b",
         ] {
-            let err = bad.parse::<DeviceName>().expect_err(bad);
-            let msg = err.to_string();
+            let err = check(&device, bad).expect_err(bad);
             assert!(
-                msg.contains("projects/{project}/regions/{region}/devices/{device}"),
-                "{msg}"
+                err.contains(text) && err.contains(&format!("'{bad}'")),
+                "{err}"
             );
         }
     }
 
     #[test]
-    fn device_name_error_says_what_is_wrong() {
-        let err = "projects/p/zones/r/devices/d"
-            .parse::<DeviceName>()
-            .expect_err("bad collection");
+    fn a_bad_id_is_named_with_its_rule() {
+        let device = pattern("projects/{project}/regions/{region}/devices/{device}");
+        let err = check(&device, "projects/Acme/regions/r/devices/d").expect_err("uppercase");
         assert!(
-            err.to_string().contains("must be 'regions', found 'zones'"),
+            err.contains("contains 'A'") && err.contains("{project}"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn region_name_parses() {
-        let parent: RegionName = "projects/p/regions/r".parse().expect("valid parent");
-        assert_eq!(parent.project, "p");
-        assert_eq!(parent.region, "r");
-        assert_eq!(parent.to_string(), "projects/p/regions/r");
-        assert!("projects/p".parse::<RegionName>().is_err());
+        let long = format!("projects/p/regions/r/devices/{}", "d".repeat(33));
+        let err = check(&device, &long).expect_err("too long");
         assert!(
-            "projects/p/regions/r/devices/d"
-                .parse::<RegionName>()
-                .is_err()
+            err.contains("at most 32") && err.contains("{device}"),
+            "{err}"
         );
+        // Domain variables take DNS-style IDs, and only those.
+        let service = pattern("services/{service}");
+        assert!(check(&service, "services/devices..io").is_err());
+        let region = pattern("regions/{region}");
+        assert!(check(&region, "regions/eu.1").is_err());
     }
 
     #[test]
-    fn labels_parse() {
-        let l: Label = "site=berlin".parse().expect("valid label");
-        assert_eq!((l.key.as_str(), l.value.as_str()), ("site", "berlin"));
-        // Only the first '=' separates; the value may be empty or contain '='.
-        let l: Label = "expr=a=b".parse().expect("valid label");
-        assert_eq!((l.key.as_str(), l.value.as_str()), ("expr", "a=b"));
-        let l: Label = "empty=".parse().expect("valid label");
-        assert_eq!((l.key.as_str(), l.value.as_str()), ("empty", ""));
-    }
-
-    #[test]
-    fn labels_reject_malformed() {
-        assert!("site".parse::<Label>().is_err());
-        assert!("=berlin".parse::<Label>().is_err());
-        assert!("a b=c".parse::<Label>().is_err());
+    fn fill_puts_ids_into_the_variables() {
+        let deployment = pattern("services/{service}/deployments/{deployment}");
+        let name = fill(&deployment, &["devices.fleetlog.io", "eu1"]);
+        assert_eq!(name, "services/devices.fleetlog.io/deployments/eu1");
+        assert_eq!(check(&deployment, &name), Ok(()));
+        let short = fill(&deployment, &["devices.fleetlog.io"]);
+        assert!(check(&deployment, &short).is_err(), "{short}");
     }
 }

@@ -3,8 +3,6 @@
 
 use std::io::{self, Write};
 
-use fleetlog_proto::api::v1::ChangeType;
-use fleetlog_proto::devices::v1::{Device, DeviceChange};
 use prost_reflect::ReflectMessage;
 
 use crate::cli::Output;
@@ -12,9 +10,6 @@ use crate::error::Error;
 
 /// Column separator of tables.
 const GAP: &str = "   ";
-
-/// Placeholder for an absent or empty value, so every column is a single word.
-const NONE: &str = "-";
 
 /// Renders `rows` under `headers` as left-aligned columns, one line per row.
 /// Widths are counted in characters; the last column is not padded.
@@ -45,64 +40,6 @@ pub fn format_table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-const DEVICE_HEADERS: [&str; 6] = [
-    "NAME",
-    "DISPLAY NAME",
-    "ONLINE",
-    "PRIORITY",
-    "LABELS",
-    "REVISION",
-];
-
-/// One table row of a device, in the order of [`DEVICE_HEADERS`].
-pub fn device_row(device: &Device) -> Vec<String> {
-    let or_none = |s: &str| {
-        if s.is_empty() {
-            NONE.to_owned()
-        } else {
-            s.to_owned()
-        }
-    };
-    let online = device
-        .status
-        .as_ref()
-        .map_or_else(|| NONE.to_owned(), |s| s.online.to_string());
-    let priority = device
-        .spec
-        .as_ref()
-        .and_then(|s| s.logging_config.as_ref())
-        .map_or_else(|| NONE.to_owned(), |l| l.priority.to_string());
-    let labels = device
-        .metadata
-        .as_ref()
-        .map(|m| {
-            let mut labels: Vec<String> =
-                m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            labels.sort();
-            labels.join(",")
-        })
-        .unwrap_or_default();
-    let revision = device
-        .metadata
-        .as_ref()
-        .map_or_else(|| NONE.to_owned(), |m| m.revision.to_string());
-    vec![
-        or_none(&device.name),
-        or_none(&device.display_name),
-        online,
-        priority,
-        or_none(&labels),
-        revision,
-    ]
-}
-
-/// The devices as a table with the columns NAME, DISPLAY NAME, ONLINE, PRIORITY,
-/// LABELS, REVISION.
-pub fn device_table(devices: &[Device]) -> String {
-    let rows: Vec<Vec<String>> = devices.iter().map(device_row).collect();
-    format_table(&DEVICE_HEADERS, &rows)
-}
-
 /// Column layout of watch output; every line is written as it arrives, so widths
 /// are fixed rather than measured.
 const WATCH_TYPE_WIDTH: usize = 8;
@@ -117,20 +54,6 @@ pub fn watch_header() -> String {
         tw = WATCH_TYPE_WIDTH,
         rw = WATCH_REVISION_WIDTH
     )
-}
-
-/// One line per change: `TYPE  REVISION  NAME`.
-pub fn watch_change_line(change: &DeviceChange) -> String {
-    let kind = match ChangeType::try_from(change.r#type) {
-        Ok(t) => t.as_str_name().to_owned(),
-        Err(_) => change.r#type.to_string(),
-    };
-    let name = if change.name.is_empty() {
-        change.device.as_ref().map_or(NONE, |d| d.name.as_str())
-    } else {
-        change.name.as_str()
-    };
-    watch_line(&kind, change.revision, name)
 }
 
 /// One watch line: `TYPE  REVISION  NAME`, in fixed-width columns.
@@ -218,6 +141,7 @@ pub use fleetlog_proto::status::code_name;
 mod tests {
     use super::*;
     use fleetlog_proto::api::v1::Metadata;
+    use fleetlog_proto::devices::v1::Device;
     use fleetlog_proto::devices::v1::device::{Spec, Status, spec::LoggingConfig};
 
     fn sample_device() -> Device {
@@ -249,26 +173,25 @@ mod tests {
     }
 
     #[test]
-    fn device_table_aligns_columns() {
-        let bare = Device {
-            name: "projects/p/regions/r/devices/d".into(),
-            ..Default::default()
-        };
-        let table = device_table(&[sample_device(), bare]);
+    fn tables_align_columns() {
+        let rows = vec![
+            vec![
+                "gateway-1".to_owned(),
+                "Gateway 1".to_owned(),
+                "42".to_owned(),
+            ],
+            vec!["d".to_owned(), "-".to_owned(), "-".to_owned()],
+        ];
         let expected = "\
-NAME                                     DISPLAY NAME   ONLINE   PRIORITY   LABELS                 REVISION
-projects/p/regions/r/devices/gateway-1   Gateway 1      true     5          env=prod,site=berlin   42
-projects/p/regions/r/devices/d           -              -        -          -                      -
+NAME        DISPLAY NAME   REVISION
+gateway-1   Gateway 1      42
+d           -              -
 ";
-        assert_eq!(table, expected);
-    }
-
-    #[test]
-    fn empty_device_table_has_a_header() {
         assert_eq!(
-            device_table(&[]),
-            "NAME   DISPLAY NAME   ONLINE   PRIORITY   LABELS   REVISION\n"
+            format_table(&["NAME", "DISPLAY NAME", "REVISION"], &rows),
+            expected
         );
+        assert_eq!(format_table(&["NAME", "LABELS"], &[]), "NAME   LABELS\n");
     }
 
     #[test]
@@ -292,14 +215,8 @@ projects/p/regions/r/devices/d           -              -        -          -   
 
     #[test]
     fn watch_lines() {
-        let change = DeviceChange {
-            r#type: ChangeType::Modified as i32,
-            name: "projects/p/regions/r/devices/d".into(),
-            device: None,
-            revision: 17,
-        };
         assert_eq!(
-            watch_change_line(&change),
+            watch_line("MODIFIED", 17, "projects/p/regions/r/devices/d"),
             "MODIFIED  17          projects/p/regions/r/devices/d"
         );
         assert_eq!(watch_header(), "TYPE      REVISION    NAME");

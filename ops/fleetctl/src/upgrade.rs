@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use fleetlog_proto::api::v1::ChangeType;
+use fleetlog_proto::catalog::CATALOG;
 use fleetlog_proto::meta::v1::deployment::Stage;
 use fleetlog_proto::meta::v1::deployment_service_client::DeploymentServiceClient;
 use fleetlog_proto::meta::v1::{
@@ -20,9 +21,13 @@ use crate::cli::{
 };
 use crate::connect::{Auth, AuthedChannel, Connection};
 use crate::error::{Error, stderr_line};
+use crate::names;
 use crate::output;
 
 pub type Client = DeploymentServiceClient<AuthedChannel>;
+
+/// The version of `fleetlog.meta.v1`, whose client this module uses.
+const META_VERSION: &str = "v1";
 
 /// The shard ring size when the deployment does not say.
 const DEFAULT_SHARDS: u64 = 16;
@@ -62,15 +67,22 @@ fn check_segment<'a>(flag: &str, value: &'a str) -> Result<&'a str, Error> {
     Ok(value)
 }
 
-/// The deployment's name, `services/{service}/deployments/{region}`. An empty
-/// region (e.g. `FLEETLOG_REGION=`) means the default region.
+/// The deployment's name: the catalog's Deployment pattern with the service
+/// and the region (a deployment's ID is its region). An empty region (e.g.
+/// `FLEETLOG_REGION=`) means the default region.
 pub fn deployment_name(args: &DeploymentArgs) -> Result<String, Error> {
     let service = check_segment("--service", args.service.trim())?;
     let region = match args.region.trim() {
         "" => DEFAULT_REGION,
         region => check_segment("--region", region)?,
     };
-    Ok(format!("services/{service}/deployments/{region}"))
+    let deployments = CATALOG
+        .resource_by_plural(META_VERSION, "deployments")
+        .ok_or_else(|| Error::Other(format!("the API has no {META_VERSION} deployments")))?;
+    let name = names::fill(&deployments.pattern, &[service, region]);
+    names::check(&deployments.pattern, &name)
+        .map_err(|err| Error::Usage(format!("--service/--region: {err}")))?;
+    Ok(name)
 }
 
 /// A version from `--to`, trimmed.
@@ -750,6 +762,15 @@ mod tests {
             deployment_name(&args("a", "eu 1")),
             Err(Error::Usage(_))
         ));
+        // fleetd's ID rules, from the catalog's pattern.
+        let Err(Error::Usage(message)) = deployment_name(&args("devices.fleetlog.io", "EU1"))
+        else {
+            panic!("an uppercase region")
+        };
+        assert!(
+            message.contains("services/{service}/deployments/{deployment}"),
+            "{message}"
+        );
     }
 
     #[test]
