@@ -4,7 +4,6 @@
 //! Start reading at [`engine`]; a resource type is declared in a module like
 //! [`devices::device`].
 
-pub mod auth;
 pub mod devices;
 pub mod engine;
 pub mod error;

@@ -16,8 +16,8 @@ use futures::{Stream, StreamExt};
 use super::device::DeviceName;
 use super::logs::{self, DeviceLogs, MAX_ENTRIES_PER_UPLOAD, MAX_MESSAGE_BYTES};
 use super::provisioning::{Provisioned, Provisioning, Who};
-use crate::auth::{ACTOR, Access, Caller};
 use crate::engine::Resource;
+use crate::engine::access::{Access, Caller};
 use crate::error::ServiceError;
 
 /// The action names heartbeats record.
@@ -59,12 +59,7 @@ impl DeviceAgent {
             .flow
             .device_for(caller, Who::Role(Access::Write), name)
             .await?;
-        ACTOR
-            .scope(
-                caller.actor(),
-                self.flow.provision_account(&name, request_id, |_| {}),
-            )
-            .await
+        self.flow.provision_account(&name, request_id, |_| {}).await
     }
 
     pub async fn remove_account(
@@ -77,12 +72,7 @@ impl DeviceAgent {
             .flow
             .device_for(caller, Who::Role(Access::Write), name)
             .await?;
-        ACTOR
-            .scope(
-                caller.actor(),
-                self.flow.remove_device_account(&name, request_id),
-            )
-            .await
+        self.flow.remove_device_account(&name, request_id).await
     }
 
     /// Follows one agent's heartbeat stream until it ends or goes quiet for
@@ -96,38 +86,35 @@ impl DeviceAgent {
         let refresh = self.heartbeat_timeout / 2;
         let mut agent_of: Option<DeviceName> = None;
         let mut revision = 0;
-        let outcome: Result<(), ServiceError> = ACTOR
-            .scope(caller.actor(), async {
-                loop {
-                    let beat =
-                        match tokio::time::timeout(self.heartbeat_timeout, beats.next()).await {
-                            Ok(Some(Ok(beat))) => beat,
-                            // The agent went quiet, hung up or its connection broke.
-                            Ok(None) | Ok(Some(Err(_))) | Err(_) => return Ok(()),
-                        };
-                    if let Some(name) = &agent_of
-                        && beat.name != name.to_string()
-                    {
-                        return Err(ServiceError::invalid(
-                            "name",
-                            format!("one heartbeat stream reports one device ({name})"),
-                        ));
-                    }
-                    let (name, device) =
-                        self.flow.device_for(caller, Who::Agent, &beat.name).await?;
-                    let written = self
-                        .beat(caller, &name, &device, beat.info, refresh)
-                        .await?;
-                    revision = written
-                        .as_ref()
-                        .unwrap_or(&device)
-                        .metadata
-                        .as_ref()
-                        .map_or(revision, |m| m.revision);
-                    agent_of = Some(name);
+        let outcome: Result<(), ServiceError> = async {
+            loop {
+                let beat = match tokio::time::timeout(self.heartbeat_timeout, beats.next()).await {
+                    Ok(Some(Ok(beat))) => beat,
+                    // The agent went quiet, hung up or its connection broke.
+                    Ok(None) | Ok(Some(Err(_))) | Err(_) => return Ok(()),
+                };
+                if let Some(name) = &agent_of
+                    && beat.name != name.to_string()
+                {
+                    return Err(ServiceError::invalid(
+                        "name",
+                        format!("one heartbeat stream reports one device ({name})"),
+                    ));
                 }
-            })
-            .await;
+                let (name, device) = self.flow.device_for(caller, Who::Agent, &beat.name).await?;
+                let written = self
+                    .beat(caller, &name, &device, beat.info, refresh)
+                    .await?;
+                revision = written
+                    .as_ref()
+                    .unwrap_or(&device)
+                    .metadata
+                    .as_ref()
+                    .map_or(revision, |m| m.revision);
+                agent_of = Some(name);
+            }
+        }
+        .await;
         if let Some(name) = &agent_of {
             // Heartbeats stopped: the device is offline until they resume.
             let offline = self

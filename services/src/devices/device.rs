@@ -35,7 +35,7 @@ impl Resource for Device {
     const FIELD: &'static str = "device";
     const ID_FIELD: &'static str = "device_id";
     const API_VERSION: &'static str = super::V1;
-    const AREA: crate::auth::Area = crate::auth::Area::Devices;
+    const AREA: crate::engine::access::Area = crate::engine::access::Area::Devices;
 
     /// v1 is the storage version: it reads events of both versions.
     fn reads_type(type_name: &str) -> bool {

@@ -22,10 +22,11 @@ use fleetlog_proto::devices::v1::*;
 use prost_reflect::{ReflectMessage, Value};
 
 use super::device::DeviceName;
-use crate::auth::{ACTOR, Access, Area, Caller, ServiceAccountName};
+use crate::engine::access::{Access, Area, Caller};
 use crate::engine::{CreateRequest, Engine, FieldViolation, Resource, ServiceContext};
 use crate::error::ServiceError;
 use crate::iam::Accounts;
+use crate::iam::names::ServiceAccountName;
 
 resource_name! {
     /// `projects/{project}/regions/{region}/provisioningPolicies/{provisioning_policy}`
@@ -475,7 +476,7 @@ impl Provisioning {
         })?;
         let account = ServiceAccountName {
             project: project.clone(),
-            service_account: crate::auth::random_id(prefix, 12)?,
+            service_account: crate::iam::keys::random_id(prefix, 12)?,
         };
         self.accounts
             .ensure_account(&account, format!("acts as {name}"))
@@ -589,7 +590,7 @@ impl Provisioning {
         let spec = policy.spec.clone().unwrap_or_default();
         let identity = if spec.identity_field_paths.is_empty() {
             // Nothing recognises the hardware again: a new device each time.
-            crate::auth::random_id("", IDENTITY_DIGITS)?.to_string()
+            crate::iam::keys::random_id("", IDENTITY_DIGITS)?.to_string()
         } else {
             let values = identity_values(&spec.identity_field_paths, status)?;
             identity_hash(policy_name, &values)
@@ -648,7 +649,7 @@ impl Provisioning {
     ) -> Result<ProvisioningApprovalRequest, ServiceError> {
         let spec = policy.spec.clone().unwrap_or_default();
         let identity = if spec.identity_field_paths.is_empty() {
-            crate::auth::random_id("", IDENTITY_DIGITS)?.to_string()
+            crate::iam::keys::random_id("", IDENTITY_DIGITS)?.to_string()
         } else {
             identity_hash(
                 policy_name,
@@ -795,8 +796,7 @@ crate::standard_service! {
         let caller = ctx.caller(&request)?;
         let r = request.into_inner();
         let name = ctx.authorize_name::<ProvisioningPolicy>(&caller, Access::Write, "name", &r.name)?;
-        let (policy, key) = ACTOR
-            .scope(caller.actor(), self.flow.provision_policy_account(&name, &r.request_id))
+        let (policy, key) = self.flow.provision_policy_account(&name, &r.request_id)
             .await?;
         Ok(tonic::Response::new(ProvisionServiceAccountToProvisioningPolicyResponse {
             provisioning_policy: Some(policy),
@@ -812,8 +812,7 @@ crate::standard_service! {
         let caller = ctx.caller(&request)?;
         let r = request.into_inner();
         let name = ctx.authorize_name::<ProvisioningPolicy>(&caller, Access::Write, "name", &r.name)?;
-        let policy = ACTOR
-            .scope(caller.actor(), self.flow.remove_policy_account(&name, &r.request_id))
+        let policy = self.flow.remove_policy_account(&name, &r.request_id)
             .await?;
         Ok(tonic::Response::new(policy))
     }
@@ -828,8 +827,7 @@ crate::standard_service! {
             .flow
             .agent_request(&caller, &r.name, Mode::Unattended, r.device_status)
             .await?;
-        let done = ACTOR
-            .scope(caller.actor(), self.flow.register(&name, &policy, &status, &r.request_id))
+        let done = self.flow.register(&name, &policy, &status, &r.request_id)
             .await?;
         Ok(tonic::Response::new(ProvisionedDevice {
             device: Some(done.device),
@@ -847,8 +845,7 @@ crate::standard_service! {
             .flow
             .agent_request(&caller, &r.name, Mode::ManualApproval, r.device_status)
             .await?;
-        let filed = ACTOR
-            .scope(caller.actor(), self.flow.request_approval(&name, &policy, &status))
+        let filed = self.flow.request_approval(&name, &policy, &status)
             .await?;
         Ok(tonic::Response::new(filed))
     }
@@ -892,8 +889,7 @@ crate::standard_service! {
     ) -> Result<tonic::Response<ProvisionedDevice>, tonic::Status> {
         let caller = self.engine.context().caller(&request)?;
         let r = request.into_inner();
-        let done = ACTOR
-            .scope(caller.actor(), self.flow.collect(&caller, &r.name, &r.request_id))
+        let done = self.flow.collect(&caller, &r.name, &r.request_id)
             .await?;
         Ok(tonic::Response::new(ProvisionedDevice {
             device: Some(done.device),

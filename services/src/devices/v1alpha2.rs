@@ -37,7 +37,7 @@ impl Resource for Device {
     const FIELD: &'static str = "device";
     const ID_FIELD: &'static str = "device_id";
     const API_VERSION: &'static str = super::V1ALPHA2;
-    const AREA: crate::auth::Area = crate::auth::Area::Devices;
+    const AREA: crate::engine::access::Area = crate::engine::access::Area::Devices;
 
     crate::resource_fields!();
 

@@ -15,7 +15,7 @@ use super::provisioning::{
     ProvisioningPolicyParent as V1PolicyParent,
 };
 use super::v1alpha2::{Down as DeviceDown, Up as DeviceUp, key_down, same_shape};
-use crate::auth::{ACTOR, Area};
+use crate::engine::access::Area;
 use crate::engine::versioned::{Transform, Versioned};
 use crate::engine::{Engine, Resource, ServiceContext};
 
@@ -468,8 +468,7 @@ crate::standard_service! {
         let caller = self.engine.context().caller(&request)?;
         let r = request.into_inner();
         let name = self.engine.forward_name("name", &r.name)?;
-        let done = ACTOR
-            .scope(caller.actor(), self.flow.collect(&caller, &name, &r.request_id))
+        let done = self.flow.collect(&caller, &name, &r.request_id)
             .await?;
         Ok(tonic::Response::new(provisioned_down(done)))
     }

@@ -1,34 +1,140 @@
-//! Authorization of the standard methods, before they touch the log or a
-//! projection: every name and parent a request carries is parsed with the
-//! API's own name type and checked against the caller's role in its
-//! project. A caller without the right gets PERMISSION_DENIED whether or
-//! not the target exists.
+//! Who calls and what they may do, as the engine sees it: the [`Caller`]
+//! every request carries, the [`Area`] and [`Access`] a call needs, and the
+//! [`Authorizer`] that decides (IAM implements it: `iam::authorizer`; the
+//! engine knows nothing of keys or role bindings).
+//!
+//! [`AuthenticateLayer`] authenticates every call of the resource services
+//! once, before any handler runs: it puts the caller in the request and runs
+//! the call inside the [`ACTOR`] scope the engine records in events, so no
+//! handler can forget either. The authorization policy of the standard
+//! methods is [`access_of`] plus the `authorize_*` checks below, run before
+//! the engine reads the log or a projection. A caller without the right gets
+//! PERMISSION_DENIED whether or not the target exists.
 
+use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use fleetlog_events::{ParentName, ResourceName};
+use fleetlog_events::{Id, ParentName, ResourceName};
+use tonic::codegen::http::{HeaderValue, Request, Response};
+use tonic::server::NamedService;
 
 use super::{Resource, ServiceContext};
-use crate::auth::{Access, Caller};
 use crate::error::ServiceError;
 
-impl ServiceContext {
-    /// The caller a request's credentials name.
-    pub fn caller<T>(&self, request: &tonic::Request<T>) -> Result<Caller, ServiceError> {
-        self.auth.authenticate(request.metadata())
+pub use fleetlog_proto::catalog::Standard;
+
+/// Which part of the system a resource belongs to; writes need a different
+/// role in each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Area {
+    /// Devices, provisioning policies, approval requests: device-operator.
+    Devices,
+    /// Service accounts and role bindings: admin.
+    Iam,
+    /// Regions, services, deployments (no project): the bootstrap admin.
+    Meta,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// An authenticated caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// fleetd itself (bootstrap, the upgrade controller).
+    System,
+    /// The bootstrap admin: everything everywhere.
+    Admin,
+    /// A service account's key: the account's name.
+    Account(String),
+}
+
+impl Caller {
+    /// The service account, when the caller is one.
+    pub fn account(&self) -> Option<&str> {
+        match self {
+            Caller::Account(name) => Some(name),
+            _ => None,
+        }
     }
 
-    /// Authenticates a custom action's request and checks `access` to the
-    /// `R` its `name` field names; returns the caller.
-    pub fn authorize_request<R: Resource, T>(
+    /// What events record as their actor.
+    pub fn actor(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Caller::System => f.write_str("system:fleetd"),
+            Caller::Admin => f.write_str("system:bootstrap-admin"),
+            Caller::Account(name) => f.write_str(name),
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The caller of the command being executed, for the events' `actor`.
+    pub static ACTOR: String;
+}
+
+/// Authenticates callers and decides what they may do.
+pub trait Authorizer: Send + Sync + 'static {
+    /// The caller an `authorization` header names (None: there is none).
+    fn authenticate(&self, authorization: Option<&HeaderValue>) -> Result<Caller, ServiceError>;
+
+    /// Whether `caller` may `access` a resource of `area` in `project`
+    /// (None: a resource outside projects); `target` names what was asked
+    /// for, for the message.
+    fn check(
         &self,
-        request: &tonic::Request<T>,
+        caller: &Caller,
+        area: Area,
         access: Access,
-        name: impl FnOnce(&T) -> &str,
-    ) -> Result<Caller, ServiceError> {
-        let caller = self.caller(request)?;
-        self.authorize_name::<R>(&caller, access, "name", name(request.get_ref()))?;
-        Ok(caller)
+        project: Option<&Id>,
+        target: &dyn fmt::Display,
+    ) -> Result<(), ServiceError>;
+}
+
+/// The access a standard method needs of its target.
+pub fn access_of(method: Standard) -> Access {
+    match method {
+        Standard::Get
+        | Standard::BatchGet
+        | Standard::List
+        | Standard::WatchOne
+        | Standard::WatchMany => Access::Read,
+        Standard::Create | Standard::Update | Standard::Delete => Access::Write,
+    }
+}
+
+/// Whether `caller` is the account that acts as `resource` (a device's
+/// agent): it may read the resource without a role in its project.
+pub fn acts_as<R: Resource>(caller: &Caller, resource: &R) -> bool {
+    caller
+        .account()
+        .is_some_and(|account| resource.acting_account() == Some(account))
+}
+
+impl ServiceContext {
+    /// The caller [`AuthenticateLayer`] put in the request.
+    pub fn caller<T>(&self, request: &tonic::Request<T>) -> Result<Caller, ServiceError> {
+        request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| {
+                ServiceError::Internal(
+                    "the call reached its service without passing authentication".into(),
+                )
+            })
     }
 
     /// Checks that `caller` may `access` the `R` named `text` (request
@@ -68,10 +174,21 @@ impl ServiceContext {
             .check(caller, R::AREA, access, parent.project(), &what)
     }
 
+    /// Checks every name of a BatchGet (`names[i]`).
+    pub fn authorize_names<R: Resource>(
+        &self,
+        caller: &Caller,
+        names: &[String],
+    ) -> Result<(), ServiceError> {
+        for (i, name) in names.iter().enumerate() {
+            self.authorize_name::<R>(caller, Access::Read, &format!("names[{i}]"), name)?;
+        }
+        Ok(())
+    }
+
     /// Read access to one resource: the caller's role in its project, or
-    /// the resource naming the caller as the account that acts as it (a
-    /// device's agent reading its own device). `fetch` reads the resource
-    /// only when the role does not suffice.
+    /// the resource naming the caller as the account that acts as it.
+    /// `fetch` reads the resource only when the role does not suffice.
     pub async fn authorize_read_one<R, F, Fut>(
         &self,
         caller: &Caller,
@@ -85,18 +202,120 @@ impl ServiceContext {
         Fut: Future<Output = Result<R, ServiceError>>,
     {
         match self.authorize_name::<R>(caller, Access::Read, field, text) {
-            Err(denied @ ServiceError::PermissionDenied(_)) => {
-                let Some(account) = caller.account() else {
-                    return Err(denied);
-                };
-                match fetch().await {
-                    Ok(found) if found.acting_account() == Some(account.to_string().as_str()) => {
-                        Ok(())
-                    }
-                    _ => Err(denied),
-                }
-            }
+            Err(denied @ ServiceError::PermissionDenied(_)) => match fetch().await {
+                Ok(found) if acts_as(caller, &found) => Ok(()),
+                _ => Err(denied),
+            },
             other => other.map(|_| ()),
         }
+    }
+}
+
+/// Authenticates every call of the service it wraps (see the module docs).
+#[derive(Clone)]
+pub struct AuthenticateLayer {
+    auth: Arc<dyn Authorizer>,
+}
+
+impl AuthenticateLayer {
+    pub fn new(auth: Arc<dyn Authorizer>) -> Self {
+        AuthenticateLayer { auth }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for AuthenticateLayer {
+    type Service = Authenticated<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authenticated {
+            inner,
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+/// A gRPC service behind [`AuthenticateLayer`]; routed by its own name.
+#[derive(Clone)]
+pub struct Authenticated<S> {
+    inner: S,
+    auth: Arc<dyn Authorizer>,
+}
+
+impl<S: NamedService> NamedService for Authenticated<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tower::Service<Request<B>> for Authenticated<S>
+where
+    S: tower::Service<Request<B>, Response = Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        match self
+            .auth
+            .authenticate(request.headers().get("authorization"))
+        {
+            Ok(caller) => {
+                let actor = caller.actor();
+                request.extensions_mut().insert(caller);
+                Box::pin(ACTOR.scope(actor, self.inner.call(request)))
+            }
+            Err(refused) => {
+                let response = tonic::Status::from(refused).into_http();
+                Box::pin(std::future::ready(Ok(response)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_need_read_and_commands_write() {
+        for method in [
+            Standard::Get,
+            Standard::BatchGet,
+            Standard::List,
+            Standard::WatchOne,
+            Standard::WatchMany,
+        ] {
+            assert_eq!(access_of(method), Access::Read, "{method:?}");
+        }
+        for method in [Standard::Create, Standard::Update, Standard::Delete] {
+            assert_eq!(access_of(method), Access::Write, "{method:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_bound_account_acts_as_a_resource() {
+        use fleetlog_proto::devices::v1::Device;
+        use fleetlog_proto::devices::v1::device::Spec;
+        let device = Device {
+            spec: Some(Spec {
+                service_account: "projects/p/serviceAccounts/dev-1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let agent = Caller::Account("projects/p/serviceAccounts/dev-1".into());
+        let other = Caller::Account("projects/p/serviceAccounts/dev-2".into());
+        assert!(acts_as(&agent, &device));
+        assert!(!acts_as(&other, &device));
+        assert!(
+            !acts_as(&Caller::Admin, &device),
+            "the admin has its role instead"
+        );
+        assert!(!acts_as(&agent, &Device::default()), "an unbound device");
     }
 }

@@ -411,7 +411,7 @@ impl<R: Resource> Engine<R> {
             update_mask: change.update_mask,
             action: change.action,
             api_version: version,
-            actor: crate::auth::ACTOR
+            actor: super::access::ACTOR
                 .try_with(Clone::clone)
                 .unwrap_or_else(|_| SYSTEM_ACTOR.to_owned()),
             command_id: command.id.to_string(),

@@ -65,14 +65,7 @@ macro_rules! standard_service {
                 let ctx = self.engine.context();
                 let caller = ctx.caller(&request)?;
                 let r = request.into_inner();
-                for (i, name) in r.names.iter().enumerate() {
-                    ctx.authorize_name::<$resource>(
-                        &caller,
-                        $crate::auth::Access::Read,
-                        &format!("names[{i}]"),
-                        name,
-                    )?;
-                }
+                ctx.authorize_names::<$resource>(&caller, &r.names)?;
                 let (found, missing) =
                     self.engine.batch_get(&r.names, r.field_mask, r.min_revision).await?;
                 Ok(tonic::Response::new($batch_get_resp { $plural: found, missing }))
@@ -85,7 +78,7 @@ macro_rules! standard_service {
                 let ctx = self.engine.context();
                 let caller = ctx.caller(&request)?;
                 let r = request.into_inner();
-                ctx.authorize_parent::<$resource>(&caller, $crate::auth::Access::Read, &r.parent)?;
+                ctx.authorize_parent::<$resource>(&caller, $crate::engine::access::access_of($crate::engine::access::Standard::List), &r.parent)?;
                 let page = self
                     .engine
                     .list($crate::engine::ListRequest {
@@ -141,7 +134,7 @@ macro_rules! standard_service {
                 let ctx = self.engine.context();
                 let caller = ctx.caller(&request)?;
                 let r = request.into_inner();
-                ctx.authorize_parent::<$resource>(&caller, $crate::auth::Access::Read, &r.parent)?;
+                ctx.authorize_parent::<$resource>(&caller, $crate::engine::access::access_of($crate::engine::access::Standard::WatchMany), &r.parent)?;
                 let batches = self
                     .engine
                     .watch(
@@ -163,14 +156,13 @@ macro_rules! standard_service {
                 let ctx = self.engine.context();
                 let caller = ctx.caller(&request)?;
                 let r = request.into_inner();
-                ctx.authorize_parent::<$resource>(&caller, $crate::auth::Access::Write, &r.parent)?;
-                let created = $crate::auth::ACTOR
-                    .scope(caller.actor(), self.engine.create($crate::engine::CreateRequest {
+                ctx.authorize_parent::<$resource>(&caller, $crate::engine::access::access_of($crate::engine::access::Standard::Create), &r.parent)?;
+                let created = self.engine.create($crate::engine::CreateRequest {
                         parent: r.parent,
                         id: r.$id_field,
                         resource: r.$field,
                         request_id: r.request_id,
-                    }))
+                    })
                     .await?;
                 Ok(tonic::Response::new(created))
             }
@@ -185,18 +177,17 @@ macro_rules! standard_service {
                 let name = r.$field.as_ref().map(|resource| $crate::engine::Resource::name(resource).to_owned()).unwrap_or_default();
                 ctx.authorize_name::<$resource>(
                     &caller,
-                    $crate::auth::Access::Write,
+                    $crate::engine::access::access_of($crate::engine::access::Standard::Update),
                     concat!(stringify!($field), ".name"),
                     &name,
                 )?;
-                let updated = $crate::auth::ACTOR
-                    .scope(caller.actor(), self.engine.update($crate::engine::UpdateRequest {
+                let updated = self.engine.update($crate::engine::UpdateRequest {
                         resource: r.$field,
                         update_mask: r.update_mask,
                         expected_revision: r.expected_revision,
                         allow_missing: r.allow_missing,
                         request_id: r.request_id,
-                    }))
+                    })
                     .await?;
                 Ok(tonic::Response::new(updated))
             }
@@ -208,14 +199,13 @@ macro_rules! standard_service {
                 let ctx = self.engine.context();
                 let caller = ctx.caller(&request)?;
                 let r = request.into_inner();
-                ctx.authorize_name::<$resource>(&caller, $crate::auth::Access::Write, "name", &r.name)?;
-                $crate::auth::ACTOR
-                    .scope(caller.actor(), self.engine.delete($crate::engine::DeleteRequest {
+                ctx.authorize_name::<$resource>(&caller, $crate::engine::access::access_of($crate::engine::access::Standard::Delete), "name", &r.name)?;
+                self.engine.delete($crate::engine::DeleteRequest {
                         name: r.name,
                         expected_revision: r.expected_revision,
                         allow_missing: r.allow_missing,
                         request_id: r.request_id,
-                    }))
+                    })
                     .await?;
                 Ok(tonic::Response::new(()))
             }

@@ -33,8 +33,8 @@ use prost_types::Any;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Area, Authorizer};
 use crate::error::ServiceError;
+use access::{Area, Authorizer};
 
 /// A field of a resource that failed validation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -224,7 +224,7 @@ pub struct ServiceContext {
     /// (IAM: a key works, and a revoked one is refused, from the answer on).
     pub settle_writes: bool,
     /// Authenticates callers and checks their roles (shared by all services).
-    pub auth: Arc<Authorizer>,
+    pub auth: Arc<dyn Authorizer>,
     /// `fleetlog_watch_streams_open` of this service.
     pub open_watches: prometheus_client::metrics::gauge::Gauge,
 }

@@ -99,7 +99,7 @@ async fn ensure<R: Resource>(
 /// was given none; returns its text, which exists nowhere else (shown once).
 /// Later starts find the key and return None.
 pub async fn admin_key(iam: &Arc<ServiceContext>) -> Result<Option<String>, ServiceError> {
-    use crate::auth::{BOOTSTRAP_ACCOUNT, SYSTEM_PROJECT, ServiceAccountName};
+    use crate::iam::names::{BOOTSTRAP_ACCOUNT, SYSTEM_PROJECT, ServiceAccountName};
 
     let invalid = |e: fleetlog_events::NameError| ServiceError::Internal(e.to_string());
     let account = ServiceAccountName {

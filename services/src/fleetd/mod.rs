@@ -35,12 +35,13 @@ use tokio_util::task::TaskTracker;
 
 pub use config::Config;
 
-use crate::auth::Authorizer;
 use crate::devices;
 use crate::devices::logs::DeviceLogs;
+use crate::engine::access::{AuthenticateLayer, Authorizer};
 use crate::engine::feeds::WatchFeeds;
 use crate::engine::{Engine, ServiceContext};
 use crate::gateway;
+use crate::iam::authorizer::IamAuthorizer;
 use crate::iam::{self, RoleBindingApi, ServiceAccountApi};
 use crate::meta::deployment::{self, DeploymentApi, DeploymentName};
 use crate::meta::region::RegionApi;
@@ -50,24 +51,9 @@ use crate::telemetry::Metrics;
 use crate::upgrade::UpgradeController;
 
 mod bootstrap;
+mod served;
 mod supervise;
 mod tls;
-
-/// The gRPC services fleetd serves, as the health service names them.
-const SERVICE_NAMES: &[&str] = &[
-    "",
-    "fleetlog.devices.v1.DeviceService",
-    "fleetlog.devices.v1alpha2.DeviceService",
-    "fleetlog.meta.v1.RegionService",
-    "fleetlog.meta.v1.ServiceService",
-    "fleetlog.meta.v1.DeploymentService",
-    "fleetlog.devices.v1.ProvisioningPolicyService",
-    "fleetlog.devices.v1.ProvisioningApprovalRequestService",
-    "fleetlog.devices.v1alpha2.ProvisioningPolicyService",
-    "fleetlog.devices.v1alpha2.ProvisioningApprovalRequestService",
-    "fleetlog.iam.v1.ServiceAccountService",
-    "fleetlog.iam.v1.RoleBindingService",
-];
 
 /// What one fleetd process does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -166,7 +152,7 @@ async fn serve(
         iam::V1,
     )?;
     iam_set.feed(iam::V1, false)?;
-    let auth = Arc::new(Authorizer::new(
+    let auth: Arc<dyn Authorizer> = Arc::new(IamAuthorizer::new(
         iam_set.active().clone(),
         config.bootstrap_admin_key.as_deref(),
     ));
@@ -253,11 +239,6 @@ async fn serve(
     let limit = config.max_request_bytes;
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    for service in SERVICE_NAMES {
-        health
-            .set_service_status(*service, tonic_health::ServingStatus::NotServing)
-            .await;
-    }
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
@@ -282,55 +263,41 @@ async fn serve(
     };
 
     // One set of routes serves gRPC, gRPC-Web (the layer below) and, in
-    // process, the REST gateway.
-    let routes = tonic::service::Routes::new(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(
-            DeviceServiceServer::new(devices_apis.device_v1).max_decoding_message_size(limit),
-        )
-        .add_service(
-            V1alpha2DeviceServiceServer::new(devices_apis.device_v1alpha2)
-                .max_decoding_message_size(limit),
-        )
-        .add_service(
-            ProvisioningPolicyServiceServer::new(devices_apis.policies)
-                .max_decoding_message_size(limit),
-        )
-        .add_service(
-            ProvisioningApprovalRequestServiceServer::new(devices_apis.approval_requests)
-                .max_decoding_message_size(limit),
-        )
-        .add_service(
-            V1alpha2ProvisioningPolicyServiceServer::new(devices_apis.policies_v1alpha2)
-                .max_decoding_message_size(limit),
-        )
-        .add_service(
-            V1alpha2ProvisioningApprovalRequestServiceServer::new(
-                devices_apis.approval_requests_v1alpha2,
-            )
-            .max_decoding_message_size(limit),
-        )
-        .add_service(
-            ServiceAccountServiceServer::new(ServiceAccountApi::new(iam_ctx.clone()))
-                .max_decoding_message_size(limit),
-        )
-        .add_service(
-            RoleBindingServiceServer::new(RoleBindingApi::new(iam_ctx.clone()))
-                .max_decoding_message_size(limit),
-        )
-        .add_service(
-            RegionServiceServer::new(RegionApi::new(Engine::new(meta_ctx.clone())))
-                .max_decoding_message_size(limit),
-        )
-        .add_service(
-            ServiceServiceServer::new(ServiceApi::new(Engine::new(meta_ctx.clone())))
-                .max_decoding_message_size(limit),
-        )
-        .add_service(
-            DeploymentServiceServer::new(DeploymentApi::new(deployments.clone()))
-                .max_decoding_message_size(limit),
+    // process, the REST gateway. Health and reflection need no credentials
+    // (probes and generic clients); every resource service is authenticated.
+    let mut served = served::Served::new(
+        tonic::service::Routes::new(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha),
+        AuthenticateLayer::new(auth.clone()),
+    );
+    macro_rules! serve {
+        ($($server:ident($api:expr)),* $(,)?) => {
+            $(served.add($server::new($api).max_decoding_message_size(limit));)*
+        };
+    }
+    serve!(
+        DeviceServiceServer(devices_apis.device_v1),
+        V1alpha2DeviceServiceServer(devices_apis.device_v1alpha2),
+        ProvisioningPolicyServiceServer(devices_apis.policies),
+        ProvisioningApprovalRequestServiceServer(devices_apis.approval_requests),
+        V1alpha2ProvisioningPolicyServiceServer(devices_apis.policies_v1alpha2),
+        V1alpha2ProvisioningApprovalRequestServiceServer(devices_apis.approval_requests_v1alpha2),
+        ServiceAccountServiceServer(ServiceAccountApi::new(iam_ctx.clone())),
+        RoleBindingServiceServer(RoleBindingApi::new(iam_ctx.clone())),
+        RegionServiceServer(RegionApi::new(Engine::new(meta_ctx.clone()))),
+        ServiceServiceServer(ServiceApi::new(Engine::new(meta_ctx.clone()))),
+        DeploymentServiceServer(DeploymentApi::new(deployments.clone())),
+    );
+    let missing = served.missing_from(&fleetlog_proto::catalog::CATALOG);
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "the API declares services fleetd does not serve: {} (add them in fleetd::serve)",
+            missing.join(", ")
         );
+    }
+    let service_names = served.names().to_vec();
+    let routes = served.into_routes();
 
     let mut grpc_server = tonic::transport::Server::builder();
     if let Some(tls) = &config.tls {
@@ -371,9 +338,9 @@ async fn serve(
         shutdown.clone(),
     ));
 
-    for service in SERVICE_NAMES {
+    for service in service_names {
         health
-            .set_service_status(*service, tonic_health::ServingStatus::Serving)
+            .set_service_status(service, tonic_health::ServingStatus::Serving)
             .await;
     }
     health

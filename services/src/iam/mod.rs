@@ -1,6 +1,7 @@
 //! IAM (minimal): service accounts, their keys (stored as hashes only) and
 //! role bindings per project. Event-sourced on its own stream like every
-//! service; `crate::auth` reads its projection to authenticate callers.
+//! service; [`authorizer::IamAuthorizer`] reads its projection to
+//! authenticate callers and is the engine's `Authorizer`.
 //!
 //! Writes here settle before they answer (the projection has applied them),
 //! so a key works, a binding grants and a revocation refuses from the moment
@@ -13,10 +14,15 @@ use fleetlog_proto::iam::v1::role_binding_service_server::RoleBindingService;
 use fleetlog_proto::iam::v1::service_account_service_server::ServiceAccountService;
 use fleetlog_proto::iam::v1::*;
 
-use crate::auth::{
-    ACTOR, Access, Area, IssuedKey, Role, RoleBindingName, ServiceAccountKeyName,
-    ServiceAccountKeyParent, ServiceAccountName,
-};
+pub mod authorizer;
+pub mod keys;
+pub mod names;
+
+use authorizer::Role;
+use keys::IssuedKey;
+use names::{RoleBindingName, ServiceAccountKeyName, ServiceAccountKeyParent, ServiceAccountName};
+
+use crate::engine::access::{Access, Area};
 use crate::engine::{
     CreateRequest, DeleteRequest, Engine, FieldViolation, Resource, ServiceContext,
 };
@@ -150,7 +156,7 @@ impl Accounts {
 
     /// A new key of `account`; its text exists only in the returned value.
     pub async fn issue_key(&self, account: &ServiceAccountName) -> Result<IssuedKey, ServiceError> {
-        self.issue_key_with_id(account, crate::auth::random_id("k", 16)?)
+        self.issue_key_with_id(account, keys::random_id("k", 16)?)
             .await
     }
 
@@ -257,7 +263,7 @@ crate::standard_service! {
         if self.engine.current(&account).await?.is_none() {
             return Err(ServiceError::NotFound(r.name).into());
         }
-        let key = ACTOR.scope(caller.actor(), self.accounts.issue_key(&account)).await?;
+        let key = self.accounts.issue_key(&account).await?;
         Ok(tonic::Response::new(CreateServiceAccountKeyResponse {
             key_name: key.name.to_string(),
             key: key.text,
@@ -272,16 +278,12 @@ crate::standard_service! {
         let caller = ctx.caller(&request)?;
         let r = request.into_inner();
         let key = ctx.authorize_name::<ServiceAccountKeyRecord>(&caller, Access::Write, "name", &r.name)?;
-        ACTOR
-            .scope(
-                caller.actor(),
-                self.accounts.keys.delete(DeleteRequest {
+        self.accounts.keys.delete(DeleteRequest {
                     name: key.to_string(),
                     expected_revision: 0,
                     allow_missing: false,
                     request_id: r.request_id,
-                }),
-            )
+                })
             .await?;
         Ok(tonic::Response::new(()))
     }

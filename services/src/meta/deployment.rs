@@ -24,7 +24,7 @@ use prost_reflect::ReflectMessage;
 
 use super::region::RegionName;
 use super::service::ServiceName;
-use crate::auth::{ACTOR, Access, Caller};
+use crate::engine::access::Access;
 use crate::engine::{Engine, FieldViolation, Resource, Surroundings};
 use crate::error::ServiceError;
 
@@ -52,7 +52,7 @@ impl Resource for Deployment {
     const FIELD: &'static str = "deployment";
     const ID_FIELD: &'static str = "deployment_id";
     const API_VERSION: &'static str = super::V1;
-    const AREA: crate::auth::Area = crate::auth::Area::Meta;
+    const AREA: crate::engine::access::Area = crate::engine::access::Area::Meta;
 
     crate::resource_fields!();
 
@@ -389,10 +389,11 @@ impl DeploymentApi {
         &self,
         request: &tonic::Request<T>,
         name: impl FnOnce(&T) -> &str,
-    ) -> Result<Caller, ServiceError> {
-        self.engine
-            .context()
-            .authorize_request::<Deployment, T>(request, Access::Write, name)
+    ) -> Result<(), ServiceError> {
+        let ctx = self.engine.context();
+        let caller = ctx.caller(request)?;
+        ctx.authorize_name::<Deployment>(&caller, Access::Write, "name", name(request.get_ref()))?;
+        Ok(())
     }
 
     fn versions_of(&self, name: &str) -> Result<Vec<String>, ServiceError> {
@@ -433,17 +434,13 @@ crate::standard_service! {
         &self,
         request: tonic::Request<SetAvailableUpgradeRequest>,
     ) -> Result<tonic::Response<Deployment>, tonic::Status> {
-        let caller = self.authorize(&request, |r| &r.name)?;
+        self.authorize(&request, |r| &r.name)?;
         let r = request.into_inner();
         let versions = self.versions_of(&r.name)?;
-        let done = ACTOR
-            .scope(
-                caller.actor(),
-                self.engine
+        let done = self.engine
                     .act(&r.name, SET_AVAILABLE_UPGRADE, 0, &r.request_id, |d| {
                         set_available_upgrade(d, &versions, &r.target_api_version, r.total_shards_count)
-                    }),
-            )
+                    })
             .await?;
         Ok(tonic::Response::new(done))
     }
@@ -452,14 +449,10 @@ crate::standard_service! {
         &self,
         request: tonic::Request<BeginUpgradeRequest>,
     ) -> Result<tonic::Response<Deployment>, tonic::Status> {
-        let caller = self.authorize(&request, |r| &r.name)?;
+        self.authorize(&request, |r| &r.name)?;
         let r = request.into_inner();
-        let done = ACTOR
-            .scope(
-                caller.actor(),
-                self.engine
-                    .act(&r.name, BEGIN_UPGRADE, 0, &r.request_id, begin_upgrade),
-            )
+        let done = self.engine
+                    .act(&r.name, BEGIN_UPGRADE, 0, &r.request_id, begin_upgrade)
             .await?;
         Ok(tonic::Response::new(done))
     }
@@ -468,15 +461,11 @@ crate::standard_service! {
         &self,
         request: tonic::Request<NotifyShardsUpgradeReadinessRequest>,
     ) -> Result<tonic::Response<Deployment>, tonic::Status> {
-        let caller = self.authorize(&request, |r| &r.name)?;
+        self.authorize(&request, |r| &r.name)?;
         let r = request.into_inner();
-        let done = ACTOR
-            .scope(
-                caller.actor(),
-                self.engine.act(&r.name, NOTIFY_SHARDS, 0, &r.request_id, |d| {
+        let done = self.engine.act(&r.name, NOTIFY_SHARDS, 0, &r.request_id, |d| {
                     notify_shards(d, r.shards_from, r.shards_to, r.ready)
-                }),
-            )
+                })
             .await?;
         Ok(tonic::Response::new(done))
     }
@@ -485,16 +474,12 @@ crate::standard_service! {
         &self,
         request: tonic::Request<RollbackUpgradeRequest>,
     ) -> Result<tonic::Response<Deployment>, tonic::Status> {
-        let caller = self.authorize(&request, |r| &r.name)?;
+        self.authorize(&request, |r| &r.name)?;
         let r = request.into_inner();
         let versions = self.versions_of(&r.name)?;
-        let done = ACTOR
-            .scope(
-                caller.actor(),
-                self.engine.act(&r.name, ROLLBACK_UPGRADE, 0, &r.request_id, |d| {
+        let done = self.engine.act(&r.name, ROLLBACK_UPGRADE, 0, &r.request_id, |d| {
                     rollback_upgrade(d, &versions, &r.to_version)
-                }),
-            )
+                })
             .await?;
         Ok(tonic::Response::new(done))
     }

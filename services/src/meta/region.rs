@@ -26,7 +26,7 @@ impl Resource for Region {
     const FIELD: &'static str = "region";
     const ID_FIELD: &'static str = "region_id";
     const API_VERSION: &'static str = super::V1;
-    const AREA: crate::auth::Area = crate::auth::Area::Meta;
+    const AREA: crate::engine::access::Area = crate::engine::access::Area::Meta;
 
     crate::resource_fields!();
 

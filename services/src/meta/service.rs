@@ -28,7 +28,7 @@ impl Resource for Service {
     const FIELD: &'static str = "service";
     const ID_FIELD: &'static str = "service_id";
     const API_VERSION: &'static str = super::V1;
-    const AREA: crate::auth::Area = crate::auth::Area::Meta;
+    const AREA: crate::engine::access::Area = crate::engine::access::Area::Meta;
 
     crate::resource_fields!();
 
