@@ -15,7 +15,7 @@ use super::provisioning::{
     ProvisioningPolicyParent as V1PolicyParent,
 };
 use super::v1alpha2::{Down as DeviceDown, Up as DeviceUp, key_down, same_shape};
-use crate::engine::access::Area;
+use crate::engine::access::{Area, Caller};
 use crate::engine::versioned::{Transform, Versioned};
 use crate::engine::{Engine, Resource, ServiceContext};
 
@@ -326,10 +326,15 @@ impl ProvisioningPolicyApi {
     }
 }
 
-/// Calls the v1 service with the same metadata (credentials) and `message`.
+/// Calls the v1 service in process with `message`, as the same caller: the
+/// metadata and the [`Caller`] the authentication layer put in the request
+/// (the in-process call does not pass that layer again).
 fn v1_request<T, U>(request: &tonic::Request<T>, message: U) -> tonic::Request<U> {
     let mut forwarded = tonic::Request::new(message);
     *forwarded.metadata_mut() = request.metadata().clone();
+    if let Some(caller) = request.extensions().get::<Caller>() {
+        forwarded.extensions_mut().insert(caller.clone());
+    }
     forwarded
 }
 
