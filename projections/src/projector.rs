@@ -102,10 +102,19 @@ impl Projector {
                 ));
             };
             let events = events_of(batch)?;
-            let checkpoint = self.projection.apply(&events, self.converter.as_ref())?;
+            let events_len = events.len();
+            // RocksDB's write (and its WAL sync) blocks: on a blocking
+            // thread it cannot stall the runtime's workers, which serve the
+            // API in the same process. Awaited here, outside the select, so
+            // a started batch is still applied before cancellation is seen.
+            let (projection, converter) = (self.projection.clone(), self.converter.clone());
+            let checkpoint = applied(tokio::task::spawn_blocking(move || {
+                projection.apply(&events, converter.as_ref())
+            }))
+            .await?;
             tracing::trace!(
                 applied = checkpoint.revision.get(),
-                events = events.len(),
+                events = events_len,
                 "batch applied"
             );
         }

@@ -14,4 +14,7 @@ pub mod meta;
 pub mod telemetry;
 pub mod upgrade;
 
+#[cfg(test)]
+mod tidy;
+
 pub use error::ServiceError;

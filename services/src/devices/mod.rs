@@ -11,6 +11,7 @@ pub mod v1alpha2_provisioning;
 use std::sync::Arc;
 
 use crate::engine::convert::VersionConverter;
+use crate::engine::registry::Registry;
 use crate::engine::versioned::Versioned;
 use crate::engine::{Engine, ServiceContext};
 
@@ -25,13 +26,23 @@ pub const VERSIONS: &[&str] = &[V1ALPHA2, V1];
 /// The version a new region starts on.
 pub const DEFAULT_VERSION: &str = V1;
 
+/// Every Devices resource type: v1 is the storage version, v1alpha2 is
+/// served by converting to and from it.
+pub fn resources() -> Registry {
+    use fleetlog_proto::devices::{v1, v1alpha2};
+    Registry::new()
+        .stored::<v1::Device>()
+        .stored::<v1::ProvisioningPolicy>()
+        .stored::<v1::ProvisioningApprovalRequest>()
+        .older::<v1alpha2::Device>()
+        .older::<v1alpha2::ProvisioningPolicy>()
+        .older::<v1alpha2::ProvisioningApprovalRequest>()
+}
+
 /// What a projection of `version` holds: every Devices resource type,
 /// converted from whatever version its events were written in.
 pub fn converter(version: &str) -> VersionConverter {
-    VersionConverter::new(version)
-        .with::<fleetlog_proto::devices::v1::Device>()
-        .with::<fleetlog_proto::devices::v1::ProvisioningPolicy>()
-        .with::<fleetlog_proto::devices::v1::ProvisioningApprovalRequest>()
+    resources().converter(version)
 }
 
 /// Every gRPC service of Devices.

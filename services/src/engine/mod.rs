@@ -16,6 +16,7 @@ pub mod decide;
 pub mod feeds;
 mod macros;
 mod queries;
+pub mod registry;
 pub mod versioned;
 pub mod watch;
 

@@ -38,6 +38,7 @@ pub use config::Config;
 use crate::devices;
 use crate::devices::logs::DeviceLogs;
 use crate::engine::access::{AuthenticateLayer, Authorizer};
+use crate::engine::convert::VersionConverter;
 use crate::engine::feeds::WatchFeeds;
 use crate::engine::{Engine, ServiceContext};
 use crate::gateway;
@@ -118,6 +119,42 @@ pub async fn run(
     result
 }
 
+/// What every service's projections share in one process.
+struct Projections<'a> {
+    dir: std::path::PathBuf,
+    region: &'a Id,
+    reconnects: tokio::sync::watch::Receiver<u64>,
+    failed: CancellationToken,
+    metrics: &'a Metrics,
+}
+
+impl Projections<'_> {
+    /// Opens a service's projections (one per API version, `version`
+    /// active), starts feeding the active one from `log` and exports their
+    /// progress.
+    fn open(
+        &self,
+        log: &EventLog,
+        versions: &'static [&'static str],
+        converter: fn(&str) -> VersionConverter,
+        version: &str,
+    ) -> anyhow::Result<Arc<ProjectionSet>> {
+        let service = log.id().service();
+        let set = ProjectionSet::open(
+            log.clone(),
+            self.dir.join(format!("{service}-{}", self.region)),
+            Arc::new(move |version: &str| Arc::new(converter(version)) as Arc<dyn Converter>),
+            self.reconnects.clone(),
+            self.failed.clone(),
+            version,
+        )
+        .with_context(|| format!("opening the {service} projections"))?;
+        set.feed(version, false)?;
+        self.metrics.observe_projections(log, &set, versions);
+        Ok(set)
+    }
+}
+
 async fn serve(
     role: Role,
     config: &Config,
@@ -138,36 +175,24 @@ async fn serve(
     let device_logs = DeviceLogs::open(client.clone(), region.clone()).await?;
     let tasks = TaskTracker::new();
     let page_tokens = page_token_key(&config.data_dir)?;
-    let projections_dir = config.data_dir.join("projections");
     let projector_failed = CancellationToken::new();
     let accept_commands = role != Role::Projector;
 
+    let projections = Projections {
+        dir: config.data_dir.join("projections"),
+        region: &region,
+        reconnects,
+        failed: projector_failed.clone(),
+        metrics: &metrics,
+    };
     // IAM first: every call is authenticated against it.
-    let iam_set = ProjectionSet::open(
-        iam_log.clone(),
-        projections_dir.join(format!("{}-{region}", iam::SERVICE)),
-        Arc::new(|_: &str| Arc::new(iam::converter()) as Arc<dyn Converter>),
-        reconnects.clone(),
-        projector_failed.clone(),
-        iam::V1,
-    )?;
-    iam_set.feed(iam::V1, false)?;
+    let iam_set = projections.open(&iam_log, iam::VERSIONS, |_| iam::converter(), iam::V1)?;
     let auth: Arc<dyn Authorizer> = Arc::new(IamAuthorizer::new(
         iam_set.active().clone(),
         config.bootstrap_admin_key.as_deref(),
     ));
     // Then Meta: the Devices deployment says which version is current.
-    let meta_set = ProjectionSet::open(
-        meta_log.clone(),
-        projections_dir.join(format!("{}-{region}", meta::SERVICE)),
-        Arc::new(|_: &str| Arc::new(meta::converter()) as Arc<dyn Converter>),
-        reconnects.clone(),
-        projector_failed.clone(),
-        meta::V1,
-    )?;
-    meta_set.feed(meta::V1, false)?;
-    metrics.observe_projections(&iam_log, &iam_set, iam::VERSIONS);
-    metrics.observe_projections(&meta_log, &meta_set, meta::VERSIONS);
+    let meta_set = projections.open(&meta_log, meta::VERSIONS, |_| meta::converter(), meta::V1)?;
     // What every service's context shares; each has its own log,
     // projections and write gate.
     let context = |log: &EventLog,
@@ -212,16 +237,12 @@ async fn serve(
     let current = wait_for_deployment(&deployments, &deployment_name, &shutdown).await?;
     tracing::info!(deployment = %deployment_name, version = %current.current_version, "devices deployment");
 
-    let devices_set = ProjectionSet::open(
-        devices_log.clone(),
-        projections_dir.join(format!("{}-{region}", devices::SERVICE)),
-        Arc::new(|version: &str| Arc::new(devices::converter(version)) as Arc<dyn Converter>),
-        reconnects,
-        projector_failed.clone(),
+    let devices_set = projections.open(
+        &devices_log,
+        devices::VERSIONS,
+        devices::converter,
         &current.current_version,
     )?;
-    devices_set.feed(&current.current_version, false)?;
-    metrics.observe_projections(&devices_log, &devices_set, devices::VERSIONS);
     metrics.observe_deployment(meta_set.active(), &deployment_name);
     let ctx = context(&devices_log, &devices_set, devices::VERSIONS, false);
 

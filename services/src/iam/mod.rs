@@ -33,12 +33,18 @@ pub const SERVICE: &str = "iam";
 pub const V1: &str = "v1";
 pub const VERSIONS: &[&str] = &[V1];
 
+/// Every IAM resource type.
+pub fn resources() -> crate::engine::registry::Registry {
+    crate::engine::registry::Registry::new()
+        .stored::<ServiceAccount>()
+        // A key's hash: made and revoked by ServiceAccount actions.
+        .internal::<ServiceAccountKeyRecord>()
+        .stored::<RoleBinding>()
+}
+
 /// What the IAM projection holds.
 pub fn converter() -> crate::engine::convert::VersionConverter {
-    crate::engine::convert::VersionConverter::new(V1)
-        .with::<ServiceAccount>()
-        .with::<ServiceAccountKeyRecord>()
-        .with::<RoleBinding>()
+    resources().converter(V1)
 }
 
 const MAX_DISPLAY_NAME: usize = 256;

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use fleetlog_events::{Id, resource_name};
+use fleetlog_events::Id;
 use fleetlog_projections::Projection;
 use fleetlog_proto::meta::v1::deployment::{AvailableUpgrade, Stage, UpgradeState};
 use fleetlog_proto::meta::v1::deployment_service_server::DeploymentService;
@@ -22,20 +22,11 @@ use fleetlog_proto::meta::v1::{
 };
 use prost_reflect::ReflectMessage;
 
-use super::region::RegionName;
-use super::service::ServiceName;
+pub use super::names::{DeploymentName, DeploymentParent};
+use super::names::{RegionName, ServiceName};
 use crate::engine::access::Access;
 use crate::engine::{Engine, FieldViolation, Resource, Surroundings};
 use crate::error::ServiceError;
-
-resource_name! {
-    /// `services/{service}/deployments/{deployment}`; the deployment ID is
-    /// the region ID.
-    pub struct DeploymentName {
-        parent DeploymentParent { services: service [domain] }
-        deployments: deployment
-    }
-}
 
 /// The shard ring size upgrades report progress over (API.md).
 pub const DEFAULT_TOTAL_SHARDS: i64 = 16;
@@ -384,20 +375,35 @@ impl DeploymentApi {
         DeploymentApi { engine }
     }
 
-    /// Deployment actions change Meta: the bootstrap admin's.
-    fn authorize<T>(
+    /// Runs one Deployment action: the caller needs write access to Meta
+    /// (the bootstrap admin's), `prepare` reads what the decision needs
+    /// once, and `decide` (a pure function above) changes the deployment
+    /// inside the engine's read → decide → append loop.
+    async fn act<T: ActionRequest, P>(
         &self,
-        request: &tonic::Request<T>,
-        name: impl FnOnce(&T) -> &str,
-    ) -> Result<(), ServiceError> {
+        request: tonic::Request<T>,
+        action: &str,
+        prepare: impl FnOnce(&Self, &T) -> Result<P, ServiceError>,
+        decide: impl Fn(&mut Deployment, &T, &P) -> Result<(), ServiceError>,
+    ) -> Result<tonic::Response<Deployment>, tonic::Status> {
         let ctx = self.engine.context();
-        let caller = ctx.caller(request)?;
-        ctx.authorize_name::<Deployment>(&caller, Access::Write, "name", name(request.get_ref()))?;
-        Ok(())
+        let caller = ctx.caller(&request)?;
+        let r = request.into_inner();
+        ctx.authorize_name::<Deployment>(&caller, Access::Write, "name", r.name())?;
+        let prepared = prepare(self, &r)?;
+        let done = self
+            .engine
+            .act(r.name(), action, 0, r.request_id(), |d| {
+                decide(d, &r, &prepared)
+            })
+            .await?;
+        Ok(tonic::Response::new(done))
     }
 
-    fn versions_of(&self, name: &str) -> Result<Vec<String>, ServiceError> {
-        let name: DeploymentName = name.parse().map_err(|e: fleetlog_events::NameError| {
+    /// The API versions of the deployment's service, which an upgrade
+    /// target or a rollback version must be one of.
+    fn versions(&self, r: &impl ActionRequest) -> Result<Vec<String>, ServiceError> {
+        let name: DeploymentName = r.name().parse().map_err(|e: fleetlog_events::NameError| {
             ServiceError::invalid("name", e.to_string())
         })?;
         Ok(service_of(&self.engine.projection(), &name)?.all_versions)
@@ -434,56 +440,66 @@ crate::standard_service! {
         &self,
         request: tonic::Request<SetAvailableUpgradeRequest>,
     ) -> Result<tonic::Response<Deployment>, tonic::Status> {
-        self.authorize(&request, |r| &r.name)?;
-        let r = request.into_inner();
-        let versions = self.versions_of(&r.name)?;
-        let done = self.engine
-                    .act(&r.name, SET_AVAILABLE_UPGRADE, 0, &r.request_id, |d| {
-                        set_available_upgrade(d, &versions, &r.target_api_version, r.total_shards_count)
-                    })
-            .await?;
-        Ok(tonic::Response::new(done))
+        self.act(request, SET_AVAILABLE_UPGRADE, Self::versions, |d, r, versions| {
+            set_available_upgrade(d, versions, &r.target_api_version, r.total_shards_count)
+        })
+        .await
     }
 
     async fn begin_upgrade(
         &self,
         request: tonic::Request<BeginUpgradeRequest>,
     ) -> Result<tonic::Response<Deployment>, tonic::Status> {
-        self.authorize(&request, |r| &r.name)?;
-        let r = request.into_inner();
-        let done = self.engine
-                    .act(&r.name, BEGIN_UPGRADE, 0, &r.request_id, begin_upgrade)
-            .await?;
-        Ok(tonic::Response::new(done))
+        self.act(request, BEGIN_UPGRADE, |_, _| Ok(()), |d, _, _| begin_upgrade(d))
+            .await
     }
 
     async fn notify_shards_upgrade_readiness(
         &self,
         request: tonic::Request<NotifyShardsUpgradeReadinessRequest>,
     ) -> Result<tonic::Response<Deployment>, tonic::Status> {
-        self.authorize(&request, |r| &r.name)?;
-        let r = request.into_inner();
-        let done = self.engine.act(&r.name, NOTIFY_SHARDS, 0, &r.request_id, |d| {
-                    notify_shards(d, r.shards_from, r.shards_to, r.ready)
-                })
-            .await?;
-        Ok(tonic::Response::new(done))
+        self.act(request, NOTIFY_SHARDS, |_, _| Ok(()), |d, r, _| {
+            notify_shards(d, r.shards_from, r.shards_to, r.ready)
+        })
+        .await
     }
 
     async fn rollback_upgrade(
         &self,
         request: tonic::Request<RollbackUpgradeRequest>,
     ) -> Result<tonic::Response<Deployment>, tonic::Status> {
-        self.authorize(&request, |r| &r.name)?;
-        let r = request.into_inner();
-        let versions = self.versions_of(&r.name)?;
-        let done = self.engine.act(&r.name, ROLLBACK_UPGRADE, 0, &r.request_id, |d| {
-                    rollback_upgrade(d, &versions, &r.to_version)
-                })
-            .await?;
-        Ok(tonic::Response::new(done))
+        self.act(request, ROLLBACK_UPGRADE, Self::versions, |d, r, versions| {
+            rollback_upgrade(d, versions, &r.to_version)
+        })
+        .await
     }
 }
+
+/// What every Deployment action request carries.
+trait ActionRequest {
+    fn name(&self) -> &str;
+    fn request_id(&self) -> &str;
+}
+
+macro_rules! action_requests {
+    ($($request:ty),*) => {
+        $(impl ActionRequest for $request {
+            fn name(&self) -> &str {
+                &self.name
+            }
+            fn request_id(&self) -> &str {
+                &self.request_id
+            }
+        })*
+    };
+}
+
+action_requests!(
+    SetAvailableUpgradeRequest,
+    BeginUpgradeRequest,
+    NotifyShardsUpgradeReadinessRequest,
+    RollbackUpgradeRequest
+);
 
 #[cfg(test)]
 mod tests {

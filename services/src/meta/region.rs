@@ -1,6 +1,6 @@
 //! `fleetlog.meta.v1.Region`: `regions/{region}`.
 
-use fleetlog_events::resource_name;
+pub use super::names::RegionName;
 use fleetlog_proto::meta::v1::region_service_server::RegionService;
 use fleetlog_proto::meta::v1::{
     BatchGetRegionsRequest, BatchGetRegionsResponse, CreateRegionRequest, DeleteRegionRequest,
@@ -12,14 +12,6 @@ use fleetlog_proto::meta::v1::{
 use crate::engine::{Engine, Resource, Surroundings, stored_with_prefix};
 use crate::error::ServiceError;
 use fleetlog_proto::meta::v1::Deployment;
-
-resource_name! {
-    /// `regions/{region}`
-    pub struct RegionName {
-        parent Root {}
-        regions: region
-    }
-}
 
 impl Resource for Region {
     type Name = RegionName;

@@ -1,7 +1,6 @@
 //! `fleetlog.meta.v1.Service`: `services/{service}`, e.g.
 //! `services/devices.fleetlog.io`.
 
-use fleetlog_events::resource_name;
 use fleetlog_projections::Projection;
 use fleetlog_proto::meta::v1::service_service_server::ServiceService;
 use fleetlog_proto::meta::v1::{
@@ -11,17 +10,10 @@ use fleetlog_proto::meta::v1::{
     WatchServicesRequest, WatchServicesResponse,
 };
 
-use super::deployment::{DeploymentName, DeploymentParent};
+pub use super::names::ServiceName;
+use super::names::{DeploymentName, DeploymentParent, ServiceParent};
 use crate::engine::{Engine, FieldViolation, Resource, Surroundings, stored_under};
 use crate::error::ServiceError;
-
-resource_name! {
-    /// `services/{service}`
-    pub struct ServiceName {
-        parent ServiceParent {}
-        services: service [domain]
-    }
-}
 
 impl Resource for Service {
     type Name = ServiceName;
