@@ -4,8 +4,6 @@
 //! written and never readable (every read NOT_FOUND), so it fails a test
 //! instead.
 
-use prost_reflect::ReflectMessage;
-
 use super::Resource;
 use super::convert::VersionConverter;
 use fleetlog_events::ResourceName;
