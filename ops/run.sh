@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./ops/setup.sh
 . ./ops/env.sh
-cargo build --locked --bin fleetd --bin fleetctl
+# The same build as ops/test.sh (all targets: dev-dependencies change the
+# features of shared dependencies), so whichever runs second compiles nothing.
+cargo build --workspace --all-targets --locked
 echo "Fleetlog: gRPC on ${FLEETLOG_LISTEN:-127.0.0.1:7400}, HTTP on ${FLEETLOG_HTTP_LISTEN:-127.0.0.1:7401}; try: FLEETLOG_KEY=<the bootstrap admin key fleetd prints on its first start> $CARGO_TARGET_DIR/debug/fleetctl devices list projects/demo/regions/local" >&2
 exec "$CARGO_TARGET_DIR/debug/fleetd" all "$@"

@@ -45,7 +45,7 @@ if ! nats_ok; then
   exit 1
 fi
 
-# The generic gRPC / OpenAPI clients of tests/tests/generic_clients.rs.
+# The generic gRPC / OpenAPI clients of tests/tests/e2e/generic_clients.rs.
 py_pins=(grpcio==1.85.1 grpcio-reflection==1.85.1 protobuf==7.36.2 openapi-spec-validator==0.9.0)
 py_ok() {
   python3 -c 'import grpc, grpc_reflection, openapi_spec_validator' >/dev/null 2>&1

@@ -9,6 +9,8 @@
 //! * [`EventLog::follow`] and [`EventLog::watch`] consume the stream for
 //!   projectors and watch calls.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{
@@ -136,6 +138,11 @@ pub struct EventLog {
     stream: stream::Stream,
     id: StreamId,
     features: ServerFeatures,
+    /// The newest revision an append through this handle (or a clone of
+    /// it) was acknowledged at: what this process has told a client is
+    /// written. Queries wait for their projection to reach it, so a read
+    /// sees every write the same process acknowledged before it.
+    acknowledged: Arc<AtomicU64>,
 }
 
 impl EventLog {
@@ -171,7 +178,19 @@ impl EventLog {
             stream,
             id,
             features,
+            acknowledged: Arc::default(),
         })
+    }
+
+    /// The newest revision an append of this process was acknowledged at
+    /// (zero before the first).
+    pub fn acknowledged(&self) -> Revision {
+        Revision(self.acknowledged.load(Ordering::Acquire))
+    }
+
+    fn note_acknowledged(&self, revision: Revision) {
+        self.acknowledged
+            .fetch_max(revision.get(), Ordering::AcqRel);
     }
 
     pub fn id(&self) -> &StreamId {
@@ -257,6 +276,21 @@ impl EventLog {
     /// returns that first event, whether the server reports it as a
     /// duplicate or (a single 2.12+ server) as a wrong last sequence.
     pub async fn append(
+        &self,
+        key: &StorageKey,
+        change: &ResourceChange,
+        expected: Revision,
+        command: &CommandId,
+    ) -> Result<Appended, LogError> {
+        let appended = self.append_once(key, change, expected, command).await?;
+        self.note_acknowledged(match &appended {
+            Appended::Written(revision) => *revision,
+            Appended::Earlier(event) => event.revision,
+        });
+        Ok(appended)
+    }
+
+    async fn append_once(
         &self,
         key: &StorageKey,
         change: &ResourceChange,

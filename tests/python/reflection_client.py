@@ -5,7 +5,7 @@ It has no .proto file and no generated code of Fleetlog: it asks the server
 (grpc.reflection.v1alpha) for the descriptors of
 fleetlog.devices.v1.DeviceService, builds the message classes from them and
 calls the service by its method paths. Run by
-tests/tests/generic_clients.rs:
+tests/tests/e2e/generic_clients.rs:
 
     reflection_client.py --target 127.0.0.1:7400 --key KEY \
         --parent projects/p/regions/r --device-id d1

@@ -6,7 +6,7 @@ with openapi-spec-validator.
 
 Prints the number of paths and operations and exits 0 when the document is
 valid; otherwise prints the validator's message on stderr and exits 1.
-Run by tests/tests/generic_clients.rs against fleetd's /openapi.json.
+Run by tests/tests/e2e/generic_clients.rs against fleetd's /openapi.json.
 """
 
 import json

@@ -283,7 +283,8 @@ impl<R: Resource> Engine<R> {
         self.ctx.active.load_full()
     }
 
-    /// Waits, bounded, until `projection` has applied `min_revision`.
+    /// Waits, bounded, until `projection` has applied `min_revision` and
+    /// every write this process acknowledged.
     async fn wait_for(
         &self,
         projection: Arc<Projection>,
@@ -302,9 +303,11 @@ impl<R: Resource> Engine<R> {
                 projection.api_version()
             )));
         }
-        projection
-            .wait_for(Revision::from_wire(min_revision), self.ctx.read_wait)
-            .await?;
+        // Never older than what this process already acknowledged: a read
+        // after a write through the same server sees it, `min_revision` or
+        // not (a delete's answer carries no revision to pass).
+        let wanted = Revision::from_wire(min_revision).max(self.ctx.log.acknowledged());
+        projection.wait_for(wanted, self.ctx.read_wait).await?;
         Ok(projection)
     }
 }

@@ -3,7 +3,7 @@
 //! created through the API afterwards appears through the SSE watch without
 //! a reload; the Devices deployment shows its version.
 
-mod common;
+use crate::common;
 
 use anyhow::{Context, bail};
 use common::browser::{Chromium, chromium_bin};

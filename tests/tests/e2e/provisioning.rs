@@ -2,7 +2,7 @@
 //! policies in both modes, the hardware replacement cases, the registration
 //! race, heartbeats, config and device logs, and key revocation.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

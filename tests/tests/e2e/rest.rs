@@ -2,7 +2,7 @@
 //! standard method both ways, actions, errors as JSON with the mapped HTTP
 //! status, and watch resume through `Last-Event-ID`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! IAM's custom actions answer by what happened: a missing account is
 //! NOT_FOUND, an unreachable log UNAVAILABLE (never NOT_FOUND).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

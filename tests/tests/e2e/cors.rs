@@ -4,7 +4,7 @@
 //! in `cors_allowed_origins` get their preflights answered and can read
 //! gRPC-Web's status headers; any other origin is blocked by the browser.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 

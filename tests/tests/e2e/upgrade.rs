@@ -2,7 +2,7 @@
 //! writers and readers running through both versions; rollback; a fleetd
 //! killed mid-upgrade. Real nats-server, real RocksDB.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

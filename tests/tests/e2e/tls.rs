@@ -2,7 +2,7 @@
 //! a gRPC call and an HTTPS request complete the handshake and are served;
 //! plaintext is refused.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

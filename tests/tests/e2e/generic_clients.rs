@@ -8,7 +8,7 @@
 //! `$FLEETLOG_PYTHON`, else `python3`. Without them the tests fail: they do
 //! not skip.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Output;

@@ -4,7 +4,7 @@
 //! dependent; and every start registers what the log lacks, read from the
 //! log, never from JetStream's duplicate window.
 
-mod common;
+use crate::common;
 
 use common::{REGION, Sandbox};
 use fleetlog_events::envelope::{ChangeKind, CommandId};

@@ -3,7 +3,7 @@
 //! consumers freed when the client goes away, and more watchers of one
 //! collection than the server allows consumers on a stream.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! flow: afterwards its projection equals a fresh replay of the log, with
 //! every event applied exactly once.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

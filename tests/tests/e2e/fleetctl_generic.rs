@@ -4,7 +4,7 @@
 //! and exit codes, settings from flags, environment and the config file,
 //! completions, `api-resources`, and TLS with a self-signed certificate.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -4,7 +4,7 @@
 //! (INVALID_ARGUMENT). A value the schema allows but the server refuses is
 //! a schema that leaves out what the server enforces.
 
-mod common;
+use crate::common;
 
 use common::Sandbox;
 use fleetlog_tests::ADMIN_KEY;

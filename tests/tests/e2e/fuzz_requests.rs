@@ -4,7 +4,7 @@
 //! API.md lists and keeps serving. A panic in a handler would surface as
 //! UNKNOWN/INTERNAL or a dropped connection, both of which fail the test.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! the spans of a command exported over OTLP to a collector, in the caller's
 //! trace when it sent W3C `traceparent`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

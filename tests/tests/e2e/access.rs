@@ -1,7 +1,7 @@
 //! Authentication and authorization against a real nats-server: roles per
 //! project, project isolation through every read path, IAM writes, keys.
 
-mod common;
+use crate::common;
 
 use common::{Sandbox, code};
 use fleetlog_proto::devices::v1::device_service_client::DeviceServiceClient;
