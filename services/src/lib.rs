@@ -2,7 +2,7 @@
 //! service, and fleetd (roles, config, startup and shutdown).
 //!
 //! Start reading at [`engine`]; a resource type is declared in a module like
-//! [`devices::device`].
+//! [`devices::model::device`].
 
 pub mod devices;
 pub mod engine;

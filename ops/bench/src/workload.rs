@@ -12,7 +12,7 @@ use fleetlog_proto::devices::v1::Device;
 use fleetlog_proto::devices::v1::device::{Spec, spec::LoggingConfig};
 use fleetlog_proto::events::v1::ResourceChange;
 use fleetlog_proto::events::v1::resource_change::Kind;
-use fleetlog_services::devices::device::DeviceName;
+use fleetlog_services::devices::model::names::DeviceName;
 use fleetlog_services::engine::SHARD_LABEL;
 use prost::Message;
 

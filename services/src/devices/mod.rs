@@ -1,12 +1,12 @@
-//! The Devices service: its resources' declarations, their API versions
-//! and custom actions.
+//! The Devices service, in three layers whose dependencies point down
+//! only: `api` (the tonic services of each API version) → `flows` (what
+//! the custom actions do, on v1 types) → `model` (names, resource
+//! declarations, transforms, pure decisions). This module wires them
+//! together.
 
-pub mod agent;
-pub mod device;
-pub mod logs;
-pub mod provisioning;
-pub mod v1alpha2;
-pub mod v1alpha2_provisioning;
+pub mod api;
+pub mod flows;
+pub mod model;
 
 use std::sync::Arc;
 
@@ -14,13 +14,17 @@ use crate::engine::convert::VersionConverter;
 use crate::engine::registry::Registry;
 use crate::engine::versioned::Versioned;
 use crate::engine::{Engine, ServiceContext};
+use flows::agent::DeviceAgent;
+use flows::logs::DeviceLogs;
+use flows::provisioning::Provisioning;
+use model::transforms::{DeviceToV1, DeviceToV1alpha2};
+
+pub use model::{V1, V1ALPHA2};
 
 /// The service token in stream names and subjects.
 pub const SERVICE: &str = "devices";
 /// The service's name in Meta.
 pub const SERVICE_DOMAIN: &str = "devices.fleetlog.io";
-pub const V1ALPHA2: &str = "v1alpha2";
-pub const V1: &str = "v1";
 /// Every API version, oldest first.
 pub const VERSIONS: &[&str] = &[V1ALPHA2, V1];
 /// The version a new region starts on.
@@ -47,12 +51,12 @@ pub fn converter(version: &str) -> VersionConverter {
 
 /// Every gRPC service of Devices.
 pub struct Apis {
-    pub device_v1: device::DeviceApi,
-    pub device_v1alpha2: v1alpha2::DeviceApi,
-    pub policies: provisioning::ProvisioningPolicyApi,
-    pub approval_requests: provisioning::ProvisioningApprovalRequestApi,
-    pub policies_v1alpha2: v1alpha2_provisioning::ProvisioningPolicyApi,
-    pub approval_requests_v1alpha2: v1alpha2_provisioning::ProvisioningApprovalRequestApi,
+    pub device_v1: api::v1::DeviceApi,
+    pub device_v1alpha2: api::v1alpha2::DeviceApi,
+    pub policies: api::v1::ProvisioningPolicyApi,
+    pub approval_requests: api::v1::ProvisioningApprovalRequestApi,
+    pub policies_v1alpha2: api::v1alpha2::ProvisioningPolicyApi,
+    pub approval_requests_v1alpha2: api::v1alpha2::ProvisioningApprovalRequestApi,
 }
 
 /// The gRPC services of every API version, sharing one context; `iam`
@@ -60,34 +64,32 @@ pub struct Apis {
 pub fn apis(
     ctx: &Arc<ServiceContext>,
     iam: &Arc<ServiceContext>,
-    logs: logs::DeviceLogs,
+    logs: DeviceLogs,
     heartbeat_timeout: std::time::Duration,
 ) -> Apis {
     let region = ctx.region.clone();
     let v1 = Versioned::new(
         Engine::new(ctx.clone()),
         Engine::new(ctx.clone()),
-        v1alpha2::Down,
-        v1alpha2::Up::new(region.clone()),
+        DeviceToV1alpha2,
+        DeviceToV1::new(region.clone()),
         true,
     );
     let old = Versioned::new(
         Engine::new(ctx.clone()),
         Engine::new(ctx.clone()),
-        v1alpha2::Up::new(region),
-        v1alpha2::Down,
+        DeviceToV1::new(region),
+        DeviceToV1alpha2,
         false,
     );
-    let flow = provisioning::Provisioning::new(ctx.clone(), iam.clone());
-    let agent = agent::DeviceAgent::new(flow.clone(), logs, heartbeat_timeout);
+    let flow = Provisioning::new(ctx.clone(), iam.clone());
+    let agent = DeviceAgent::new(flow.clone(), logs, heartbeat_timeout);
     Apis {
-        device_v1: device::DeviceApi::new(v1, agent.clone()),
-        device_v1alpha2: v1alpha2::DeviceApi::new(old, agent),
-        policies: provisioning::ProvisioningPolicyApi::new(flow.clone()),
-        approval_requests: provisioning::ProvisioningApprovalRequestApi::new(flow.clone()),
-        policies_v1alpha2: v1alpha2_provisioning::ProvisioningPolicyApi::new(ctx, flow.clone()),
-        approval_requests_v1alpha2: v1alpha2_provisioning::ProvisioningApprovalRequestApi::new(
-            ctx, flow,
-        ),
+        device_v1: api::v1::DeviceApi::new(v1, agent.clone()),
+        device_v1alpha2: api::v1alpha2::DeviceApi::new(old, agent),
+        policies: api::v1::ProvisioningPolicyApi::new(flow.clone()),
+        approval_requests: api::v1::ProvisioningApprovalRequestApi::new(flow.clone()),
+        policies_v1alpha2: api::v1alpha2::ProvisioningPolicyApi::new(ctx, flow.clone()),
+        approval_requests_v1alpha2: api::v1alpha2::ProvisioningApprovalRequestApi::new(ctx, flow),
     }
 }

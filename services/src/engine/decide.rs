@@ -253,7 +253,7 @@ fn stamp<R: Resource>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::device::DeviceName;
+    use crate::devices::model::names::DeviceName;
     use fleetlog_proto::api::v1::Metadata;
     use fleetlog_proto::devices::v1::Device;
     use fleetlog_proto::devices::v1::device::{Spec, spec::LoggingConfig};

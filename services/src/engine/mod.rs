@@ -55,7 +55,7 @@ impl FieldViolation {
 }
 
 /// What the engine needs to know about a resource type. Implemented by a
-/// short declarative module per resource (see `devices::device`).
+/// short declarative module per resource (see `devices::model::device`).
 pub trait Resource:
     prost::Message + ReflectMessage + Default + Clone + Send + Sync + 'static
 {

@@ -36,7 +36,7 @@ use tokio_util::task::TaskTracker;
 pub use config::Config;
 
 use crate::devices;
-use crate::devices::logs::DeviceLogs;
+use crate::devices::flows::logs::DeviceLogs;
 use crate::engine::access::{AuthenticateLayer, Authorizer};
 use crate::engine::convert::VersionConverter;
 use crate::engine::feeds::WatchFeeds;

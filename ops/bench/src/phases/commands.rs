@@ -12,7 +12,7 @@ use fleetlog_proto::devices::v1::device_service_client::DeviceServiceClient;
 use fleetlog_proto::devices::v1::{
     CreateDeviceRequest, Device, GetDeviceRequest, UpdateDeviceRequest,
 };
-use fleetlog_services::devices::device::DeviceName;
+use fleetlog_services::devices::model::names::DeviceName;
 
 use super::{ClientRun, Totals, join_clients};
 use crate::cluster::{Cluster, REGION, devices_stream};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use fleetlog_events::ResourceName;
 use fleetlog_proto::devices::v1::device_service_client::DeviceServiceClient;
 use fleetlog_proto::devices::v1::{CreateDeviceRequest, WatchDevicesRequest};
-use fleetlog_services::devices::device::DeviceName;
+use fleetlog_services::devices::model::names::DeviceName;
 use tokio::sync::{mpsc, watch};
 
 use crate::cluster::{Cluster, devices_stream};

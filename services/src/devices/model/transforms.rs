@@ -1,53 +1,30 @@
-//! `fleetlog.devices.v1alpha2`: the previous Devices API, where a device is
+//! The transforms between `fleetlog.devices.v1alpha2` and v1, the
+//! storage version: in v1alpha2 a device is
 //! `projects/{project}/devices/{device}` (not regional) and its logging
-//! configuration is flat on the spec; and the transforms between it and v1.
+//! configuration is flat on the spec; policies and approval requests lose
+//! the region segment and carry the device template's logging config flat
+//! (they are stored in v1 form only, whichever version is current).
 //!
 //! A v1alpha2 name maps to v1 in the deployment's region; v1 maps back by
 //! dropping the region segment (API.md, "Devices v1alpha2").
 
-use fleetlog_events::{Id, resource_name};
+use fleetlog_events::Id;
 use fleetlog_proto::devices::v1;
-use fleetlog_proto::devices::v1alpha2::device_service_server::DeviceService;
 use fleetlog_proto::devices::v1alpha2::{
-    BatchGetDevicesRequest, BatchGetDevicesResponse, CreateDeviceRequest, DeleteDeviceRequest,
-    Device, DeviceChange, DeviceConfig, GetDeviceConfigRequest, GetDeviceRequest, HeartbeatRequest,
-    HeartbeatResponse, ListDevicesRequest, ListDevicesResponse,
-    ProvisionServiceAccountToDeviceRequest, ProvisionServiceAccountToDeviceResponse,
-    QueryDeviceLogsRequest, QueryDeviceLogsResponse, RemoveServiceAccountFromDeviceRequest,
-    ServiceAccountKey, UpdateDeviceRequest, UploadDeviceLogsRequest, UploadDeviceLogsResponse,
-    WatchDeviceRequest, WatchDeviceResponse, WatchDevicesRequest, WatchDevicesResponse, device,
+    Device, ProvisioningApprovalRequest, ProvisioningPolicy, ServiceAccountKey, device,
+    provisioning_policy,
 };
-use futures::StreamExt;
 
-use super::agent::{Beat, DeviceAgent};
-use super::device::{DeviceName as V1DeviceName, DeviceParent as V1DeviceParent};
-use crate::engine::Resource;
-use crate::engine::versioned::{Transform, Versioned};
-
-resource_name! {
-    /// `projects/{project}/devices/{device}`
-    pub struct DeviceName {
-        parent DeviceParent { projects: project }
-        devices: device
-    }
-}
-
-impl Resource for Device {
-    type Name = DeviceName;
-    const FIELD: &'static str = "device";
-    const ID_FIELD: &'static str = "device_id";
-    const API_VERSION: &'static str = super::V1ALPHA2;
-    const AREA: crate::engine::access::Area = crate::engine::access::Area::Devices;
-
-    crate::resource_fields!();
-
-    fn acting_account(&self) -> Option<&str> {
-        self.spec
-            .as_ref()
-            .map(|spec| spec.service_account.as_str())
-            .filter(|account| !account.is_empty())
-    }
-}
+use super::names::v1alpha2::{
+    ApprovalRequestName, ApprovalRequestParent, DeviceName, DeviceParent, ProvisioningPolicyName,
+    ProvisioningPolicyParent,
+};
+use super::names::{
+    ApprovalRequestName as V1RequestName, ApprovalRequestParent as V1RequestParent,
+    DeviceName as V1DeviceName, DeviceParent as V1DeviceParent,
+    ProvisioningPolicyName as V1PolicyName, ProvisioningPolicyParent as V1PolicyParent,
+};
+use crate::engine::versioned::Transform;
 
 /// Field paths that moved: (v1alpha2, v1).
 const MOVED_PATHS: &[(&str, &str)] = &[
@@ -65,19 +42,19 @@ const SPLIT_MESSAGE: &str = "spec.logging_config";
 /// v1alpha2 → v1, placing devices in the deployment's region. (v1alpha2
 /// writes are validated as v1 after this transform.)
 #[derive(Clone, Debug)]
-pub struct Up {
+pub struct DeviceToV1 {
     region: Id,
 }
 
-impl Up {
+impl DeviceToV1 {
     pub fn new(region: Id) -> Self {
-        Up { region }
+        DeviceToV1 { region }
     }
 }
 
-/// v1 → v1alpha2.
+/// v1 → v1alpha2 for devices.
 #[derive(Clone, Copy, Debug)]
-pub struct Down;
+pub struct DeviceToV1alpha2;
 
 /// `Status` (and the log messages) have the same fields and numbers in both
 /// versions: re-decoding the encoding converts them without listing every
@@ -86,7 +63,7 @@ pub fn same_shape<A: prost::Message, B: prost::Message + Default>(a: &A) -> B {
     B::decode(a.encode_to_vec().as_slice()).unwrap_or_default()
 }
 
-impl Transform for Up {
+impl Transform for DeviceToV1 {
     type From = Device;
     type To = v1::Device;
 
@@ -137,7 +114,7 @@ impl Transform for Up {
     }
 }
 
-impl Transform for Down {
+impl Transform for DeviceToV1alpha2 {
     type From = v1::Device;
     type To = Device;
 
@@ -192,30 +169,8 @@ impl Transform for Down {
     }
 }
 
-/// The gRPC `fleetlog.devices.v1alpha2.DeviceService`: always served by
-/// transformation to the storage version (v1) for commands and watches,
-/// natively from the v1alpha2 projection while the region is on v1alpha2.
-pub struct DeviceApi {
-    engine: Versioned<Up, Down>,
-    agent: DeviceAgent,
-}
-
-impl DeviceApi {
-    pub fn new(engine: Versioned<Up, Down>, agent: DeviceAgent) -> Self {
-        DeviceApi { engine, agent }
-    }
-
-    /// A v1alpha2 device name as v1 names it (a malformed one stays as sent:
-    /// the v1 side reports it, naming the same field).
-    fn v1_name(&self, name: &str) -> String {
-        self.engine
-            .forward_name("name", name)
-            .unwrap_or_else(|_| name.to_owned())
-    }
-}
-
 /// The agent's key as v1alpha2 carries it.
-pub fn key_down(key: v1::ServiceAccountKey) -> ServiceAccountKey {
+pub fn key_to_v1alpha2(key: v1::ServiceAccountKey) -> ServiceAccountKey {
     ServiceAccountKey {
         service_account: key.service_account,
         key_name: key.key_name,
@@ -223,120 +178,242 @@ pub fn key_down(key: v1::ServiceAccountKey) -> ServiceAccountKey {
     }
 }
 
-crate::standard_service! {
-    impl DeviceService for DeviceApi {
-        resource: Device,
-        field: device,
-        plural: devices,
-        id_field: device_id,
-        change: DeviceChange,
-        get: get_device(GetDeviceRequest),
-        batch_get: batch_get_devices(BatchGetDevicesRequest) -> BatchGetDevicesResponse,
-        list: list_devices(ListDevicesRequest) -> ListDevicesResponse,
-        watch_one: watch_device(WatchDeviceRequest) -> WatchDeviceResponse, stream WatchDeviceStream,
-        watch: watch_devices(WatchDevicesRequest) -> WatchDevicesResponse, stream WatchDevicesStream,
-        create: create_device(CreateDeviceRequest),
-        update: update_device(UpdateDeviceRequest),
-        delete: delete_device(DeleteDeviceRequest),
+/// Where a device template's paths sit inside a policy.
+const TEMPLATE: &str = "spec.template.";
+
+/// v1alpha2 → v1 for policies, in the deployment's region.
+#[derive(Clone, Debug)]
+pub struct PolicyToV1 {
+    region: Id,
+    device: DeviceToV1,
+}
+
+impl PolicyToV1 {
+    pub fn new(region: Id) -> Self {
+        PolicyToV1 {
+            device: DeviceToV1::new(region.clone()),
+            region,
+        }
     }
 
-    async fn provision_service_account_to_device(
-        &self,
-        request: tonic::Request<ProvisionServiceAccountToDeviceRequest>,
-    ) -> Result<tonic::Response<ProvisionServiceAccountToDeviceResponse>, tonic::Status> {
-        let caller = self.engine.context().caller(&request)?;
-        let r = request.into_inner();
-        let done = self
-            .agent
-            .provision_account(&caller, &self.v1_name(&r.name), &r.request_id)
-            .await?;
-        Ok(tonic::Response::new(ProvisionServiceAccountToDeviceResponse {
-            device: Some(Down.resource(done.device)),
-            service_account_key: Some(key_down(done.key)),
-        }))
+    fn device_paths(&self, path: &str) -> Vec<String> {
+        self.device.paths(path)
     }
+}
 
-    async fn remove_service_account_from_device(
-        &self,
-        request: tonic::Request<RemoveServiceAccountFromDeviceRequest>,
-    ) -> Result<tonic::Response<Device>, tonic::Status> {
-        let caller = self.engine.context().caller(&request)?;
-        let r = request.into_inner();
-        let device = self
-            .agent
-            .remove_account(&caller, &self.v1_name(&r.name), &r.request_id)
-            .await?;
-        Ok(tonic::Response::new(Down.resource(device)))
+/// v1 → v1alpha2 for policies.
+#[derive(Clone, Copy, Debug)]
+pub struct PolicyToV1alpha2;
+
+/// A path of the policy: template paths move with the device's.
+fn policy_paths(path: &str, device_paths: impl Fn(&str) -> Vec<String>) -> Vec<String> {
+    match path.strip_prefix(TEMPLATE) {
+        Some(inner) => device_paths(inner)
+            .into_iter()
+            .map(|p| format!("{TEMPLATE}{p}"))
+            .collect(),
+        None => vec![path.to_owned()],
     }
+}
 
-    async fn heartbeat(
-        &self,
-        request: tonic::Request<tonic::Streaming<HeartbeatRequest>>,
-    ) -> Result<tonic::Response<HeartbeatResponse>, tonic::Status> {
-        let caller = self.engine.context().caller(&request)?;
-        let beats = request.into_inner().map(|beat| {
-            beat.map(|b| Beat {
-                name: self.v1_name(&b.name),
-                info: b.status.and_then(|s| s.device_info).as_ref().map(same_shape),
-            })
-        });
-        let revision = self.agent.heartbeats(&caller, beats).await?;
-        Ok(tonic::Response::new(HeartbeatResponse { revision }))
-    }
+impl Transform for PolicyToV1 {
+    type From = ProvisioningPolicy;
+    type To = v1::ProvisioningPolicy;
 
-    async fn get_device_config(
-        &self,
-        request: tonic::Request<GetDeviceConfigRequest>,
-    ) -> Result<tonic::Response<DeviceConfig>, tonic::Status> {
-        let caller = self.engine.context().caller(&request)?;
-        let r = request.into_inner();
-        let config = self.agent.config(&caller, &self.v1_name(&r.name)).await?;
-        let device = Down.resource(v1::Device {
-            name: config.name,
-            spec: config.spec,
-            ..Default::default()
-        });
-        Ok(tonic::Response::new(DeviceConfig {
-            name: device.name,
-            labels: config.labels,
-            spec: device.spec,
-            revision: config.revision,
-        }))
-    }
-
-    async fn upload_device_logs(
-        &self,
-        request: tonic::Request<UploadDeviceLogsRequest>,
-    ) -> Result<tonic::Response<UploadDeviceLogsResponse>, tonic::Status> {
-        let caller = self.engine.context().caller(&request)?;
-        let r = request.into_inner();
-        let entries = r.entries.iter().map(same_shape).collect();
-        let done = self.agent.upload(&caller, &self.v1_name(&r.name), entries).await?;
-        Ok(tonic::Response::new(same_shape(&done)))
-    }
-
-    type QueryDeviceLogsStream = std::pin::Pin<Box<
-        dyn futures::Stream<Item = Result<QueryDeviceLogsResponse, tonic::Status>> + Send + 'static,
-    >>;
-
-    async fn query_device_logs(
-        &self,
-        request: tonic::Request<QueryDeviceLogsRequest>,
-    ) -> Result<tonic::Response<Self::QueryDeviceLogsStream>, tonic::Status> {
-        let caller = self.engine.context().caller(&request)?;
-        let r = request.into_inner();
-        let query = v1::QueryDeviceLogsRequest {
-            name: self.v1_name(&r.name),
-            since: r.since,
-            units: r.units,
-            min_priority: r.min_priority,
+    fn resource(&self, old: ProvisioningPolicy) -> v1::ProvisioningPolicy {
+        let name = match old.name.parse::<ProvisioningPolicyName>() {
+            Ok(name) => self.name(&name).to_string(),
+            Err(_) => old.name.clone(),
         };
-        let batches = self.agent.query(&caller, query).await?;
-        Ok(tonic::Response::new(Box::pin(batches.map(|batch| {
-            batch
-                .map(|b| same_shape::<_, QueryDeviceLogsResponse>(&b))
-                .map_err(tonic::Status::from)
-        }))))
+        v1::ProvisioningPolicy {
+            name,
+            display_name: old.display_name,
+            description: old.description,
+            metadata: old.metadata,
+            spec: old.spec.map(|spec| v1::provisioning_policy::Spec {
+                mode: spec.mode,
+                service_account: spec.service_account,
+                device_name_format: spec.device_name_format,
+                identity_field_paths: spec
+                    .identity_field_paths
+                    .iter()
+                    .flat_map(|p| self.device_paths(p))
+                    .collect(),
+                template: spec
+                    .template
+                    .map(|t| v1::provisioning_policy::spec::Template {
+                        metadata: t.metadata,
+                        spec: self
+                            .device
+                            .resource(Device {
+                                spec: t.spec,
+                                ..Default::default()
+                            })
+                            .spec,
+                    }),
+            }),
+        }
+    }
+
+    fn name(&self, name: &ProvisioningPolicyName) -> V1PolicyName {
+        V1PolicyName {
+            project: name.project.clone(),
+            region: self.region.clone(),
+            provisioning_policy: name.provisioning_policy.clone(),
+        }
+    }
+
+    fn parent(&self, parent: &ProvisioningPolicyParent) -> V1PolicyParent {
+        V1PolicyParent {
+            project: parent.project.clone(),
+            region: self.region.clone(),
+        }
+    }
+
+    fn paths(&self, path: &str) -> Vec<String> {
+        policy_paths(path, |p| self.device_paths(p))
+    }
+}
+
+impl Transform for PolicyToV1alpha2 {
+    type From = v1::ProvisioningPolicy;
+    type To = ProvisioningPolicy;
+
+    fn resource(&self, new: v1::ProvisioningPolicy) -> ProvisioningPolicy {
+        let name = match new.name.parse::<V1PolicyName>() {
+            Ok(name) => self.name(&name).to_string(),
+            Err(_) => new.name.clone(),
+        };
+        ProvisioningPolicy {
+            name,
+            display_name: new.display_name,
+            description: new.description,
+            metadata: new.metadata,
+            spec: new.spec.map(|spec| provisioning_policy::Spec {
+                mode: spec.mode,
+                service_account: spec.service_account,
+                device_name_format: spec.device_name_format,
+                identity_field_paths: spec
+                    .identity_field_paths
+                    .iter()
+                    .flat_map(|p| DeviceToV1alpha2.paths(p))
+                    .collect(),
+                template: spec.template.map(|t| provisioning_policy::spec::Template {
+                    metadata: t.metadata,
+                    spec: DeviceToV1alpha2
+                        .resource(v1::Device {
+                            spec: t.spec,
+                            ..Default::default()
+                        })
+                        .spec,
+                }),
+            }),
+        }
+    }
+
+    fn name(&self, name: &V1PolicyName) -> ProvisioningPolicyName {
+        ProvisioningPolicyName {
+            project: name.project.clone(),
+            provisioning_policy: name.provisioning_policy.clone(),
+        }
+    }
+
+    fn parent(&self, parent: &V1PolicyParent) -> ProvisioningPolicyParent {
+        ProvisioningPolicyParent {
+            project: parent.project.clone(),
+        }
+    }
+
+    fn paths(&self, path: &str) -> Vec<String> {
+        policy_paths(path, |p| DeviceToV1alpha2.paths(p))
+    }
+}
+
+/// v1alpha2 → v1 for approval requests, in the deployment's region.
+#[derive(Clone, Debug)]
+pub struct ApprovalRequestToV1 {
+    region: Id,
+}
+
+impl ApprovalRequestToV1 {
+    pub fn new(region: Id) -> Self {
+        ApprovalRequestToV1 { region }
+    }
+}
+
+/// v1 → v1alpha2 for approval requests.
+#[derive(Clone, Copy, Debug)]
+pub struct ApprovalRequestToV1alpha2;
+
+impl Transform for ApprovalRequestToV1 {
+    type From = ProvisioningApprovalRequest;
+    type To = v1::ProvisioningApprovalRequest;
+
+    fn resource(&self, old: ProvisioningApprovalRequest) -> v1::ProvisioningApprovalRequest {
+        let mut new: v1::ProvisioningApprovalRequest = same_shape(&old);
+        new.name = match old.name.parse::<ApprovalRequestName>() {
+            Ok(name) => self.name(&name).to_string(),
+            Err(_) => old.name,
+        };
+        new
+    }
+
+    fn name(&self, name: &ApprovalRequestName) -> V1RequestName {
+        V1RequestName {
+            project: name.project.clone(),
+            region: self.region.clone(),
+            provisioning_policy: name.provisioning_policy.clone(),
+            provisioning_approval_request: name.provisioning_approval_request.clone(),
+        }
+    }
+
+    fn parent(&self, parent: &ApprovalRequestParent) -> V1RequestParent {
+        V1RequestParent {
+            project: parent.project.clone(),
+            region: self.region.clone(),
+            provisioning_policy: parent.provisioning_policy.clone(),
+        }
+    }
+
+    fn paths(&self, path: &str) -> Vec<String> {
+        vec![path.to_owned()]
+    }
+}
+
+impl Transform for ApprovalRequestToV1alpha2 {
+    type From = v1::ProvisioningApprovalRequest;
+    type To = ProvisioningApprovalRequest;
+
+    fn resource(&self, new: v1::ProvisioningApprovalRequest) -> ProvisioningApprovalRequest {
+        let mut old: ProvisioningApprovalRequest = same_shape(&new);
+        if let Ok(name) = new.name.parse::<V1RequestName>() {
+            old.name = self.name(&name).to_string();
+        }
+        if let Some(status) = old.status.as_mut()
+            && let Ok(device) = status.device.parse::<V1DeviceName>()
+        {
+            status.device = DeviceToV1alpha2.name(&device).to_string();
+        }
+        old
+    }
+
+    fn name(&self, name: &V1RequestName) -> ApprovalRequestName {
+        ApprovalRequestName {
+            project: name.project.clone(),
+            provisioning_policy: name.provisioning_policy.clone(),
+            provisioning_approval_request: name.provisioning_approval_request.clone(),
+        }
+    }
+
+    fn parent(&self, parent: &V1RequestParent) -> ApprovalRequestParent {
+        ApprovalRequestParent {
+            project: parent.project.clone(),
+            provisioning_policy: parent.provisioning_policy.clone(),
+        }
+    }
+
+    fn paths(&self, path: &str) -> Vec<String> {
+        vec![path.to_owned()]
     }
 }
 
@@ -350,8 +427,8 @@ mod tests {
     use fleetlog_proto::api::v1::Metadata;
     use fleetlog_proto::devices::v1::device::spec::LoggingConfig;
 
-    fn eu1() -> Up {
-        Up::new(Id::parse("eu1").expect("valid"))
+    fn eu1() -> DeviceToV1 {
+        DeviceToV1::new(Id::parse("eu1").expect("valid"))
     }
 
     fn old_device() -> Device {
@@ -411,7 +488,7 @@ mod tests {
         );
         assert_eq!(new.metadata, old_device().metadata);
         // And back: nothing lost.
-        assert_eq!(Down.resource(new), old_device());
+        assert_eq!(DeviceToV1alpha2.resource(new), old_device());
     }
 
     #[test]
@@ -426,7 +503,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let old = Down.resource(masked);
+        let old = DeviceToV1alpha2.resource(masked);
         assert_eq!(old.name, "");
         assert_eq!(old.spec.map(|s| s.log_priority), Some(6));
         assert_eq!(eu1().resource(Device::default()), v1::Device::default());
@@ -440,11 +517,14 @@ mod tests {
             "projects/p0/regions/eu1/devices/d7"
         );
         let new: V1DeviceName = "projects/p0/regions/us2/devices/d7".parse().expect("valid");
-        assert_eq!(Down.name(&new).to_string(), "projects/p0/devices/d7");
+        assert_eq!(
+            DeviceToV1alpha2.name(&new).to_string(),
+            "projects/p0/devices/d7"
+        );
         let parent: DeviceParent = "projects/p0".parse().expect("valid");
         assert_eq!(eu1().parent(&parent).to_string(), "projects/p0/regions/eu1");
         assert_eq!(
-            Down.parent(&eu1().parent(&parent)).to_string(),
+            DeviceToV1alpha2.parent(&eu1().parent(&parent)).to_string(),
             "projects/p0"
         );
     }
@@ -478,7 +558,7 @@ mod tests {
             ])
         );
         let down = translate_mask(
-            &Down,
+            &DeviceToV1alpha2,
             mask(&[
                 "spec.logging_config",
                 "spec.logging_config.enable_journal_export",
@@ -512,7 +592,7 @@ mod tests {
             r#"metadata.labels.site = "berlin" AND (spec.logging_config.priority >= 5 OR NOT spec.logging_config.enable_journal_export = true) AND spec.logging_config.units:"sshd.service" AND name = "projects/p0/regions/eu1/devices/d7""#
         );
         let down = translate_filter(
-            &Down,
+            &DeviceToV1alpha2,
             r#"spec.logging_config.priority IN (1, 2) AND status.online = true AND name != "projects/p0/regions/eu1/devices/x""#,
         )
         .expect("valid");
@@ -520,7 +600,8 @@ mod tests {
             down,
             r#"spec.log_priority IN (1, 2) AND status.online = true AND name != "projects/p0/devices/x""#
         );
-        let err = translate_filter(&Down, "spec.logging_config:*").expect_err("split message");
+        let err = translate_filter(&DeviceToV1alpha2, "spec.logging_config:*")
+            .expect_err("split message");
         assert!(err.to_string().contains("no single counterpart"), "{err}");
         assert_eq!(translate_filter(&eu1(), "").expect("empty"), "");
     }
@@ -533,12 +614,12 @@ mod tests {
         );
         assert_eq!(
             translate_order(
-                &Down,
+                &DeviceToV1alpha2,
                 "spec.logging_config.priority, metadata.create_time desc"
             )
             .expect("valid"),
             "spec.log_priority, metadata.create_time desc"
         );
-        assert_eq!(translate_order(&Down, "").expect("empty"), "");
+        assert_eq!(translate_order(&DeviceToV1alpha2, "").expect("empty"), "");
     }
 }

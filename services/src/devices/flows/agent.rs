@@ -13,9 +13,9 @@ use fleetlog_proto::devices::v1::{
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 
-use super::device::DeviceName;
 use super::logs::{self, DeviceLogs, MAX_ENTRIES_PER_UPLOAD, MAX_MESSAGE_BYTES};
 use super::provisioning::{Provisioned, Provisioning, Who};
+use crate::devices::model::names::DeviceName;
 use crate::engine::Resource;
 use crate::engine::access::{Access, Caller};
 use crate::error::ServiceError;
