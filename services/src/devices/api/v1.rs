@@ -243,8 +243,7 @@ crate::standard_service! {
     ) -> Result<tonic::Response<ProvisionedDevice>, tonic::Status> {
         let caller = self.engine.context().caller(&request)?;
         let r = request.into_inner();
-        let done = self.flow.collect(&caller, &r.name, &r.request_id)
-            .await?;
+        let done = self.flow.collect(&caller, &r.name, &r.request_id).await?;
         Ok(tonic::Response::new(ProvisionedDevice {
             device: Some(done.device),
             service_account_key: Some(done.key),

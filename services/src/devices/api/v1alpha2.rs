@@ -319,8 +319,7 @@ crate::standard_service! {
         let caller = self.engine.context().caller(&request)?;
         let r = request.into_inner();
         let name = self.engine.forward_name("name", &r.name)?;
-        let done = self.flow.collect(&caller, &name, &r.request_id)
-            .await?;
+        let done = self.flow.collect(&caller, &name, &r.request_id).await?;
         Ok(tonic::Response::new(provisioned_to_v1alpha2(done)))
     }
 }

@@ -167,7 +167,10 @@ impl Provisioning {
 
     /// Gives `device` a new service account and key; the account it had
     /// before is removed, so its keys stop working. `also` changes the
-    /// device in the same event (an agent's reported status).
+    /// device in the same event (an agent's reported status). No wait for
+    /// the projection here: IAM settles the key, and every query waits for
+    /// the writes its server acknowledged, so the new key finds the device
+    /// from the answer on.
     pub async fn provision_account(
         &self,
         device: &DeviceName,
@@ -177,7 +180,6 @@ impl Provisioning {
         let (updated, key) = self
             .bind_new_account(&self.devices, device, "dev-", request_id, also)
             .await?;
-        self.settle(&updated).await?;
         Ok(Provisioned {
             device: updated,
             key,
@@ -190,11 +192,7 @@ impl Provisioning {
         device: &DeviceName,
         request_id: &str,
     ) -> Result<Device, ServiceError> {
-        let updated = self
-            .unbind_account(&self.devices, device, request_id)
-            .await?;
-        self.settle(&updated).await?;
-        Ok(updated)
+        self.unbind_account(&self.devices, device, request_id).await
     }
 
     /// Gives the policy `text` names a new service account and key
@@ -479,20 +477,6 @@ impl Provisioning {
             })
             .await?;
         Ok(provisioned)
-    }
-
-    /// Waits until the active projection shows `device` (so a query with
-    /// the new key finds it at once).
-    async fn settle(&self, device: &Device) -> Result<(), ServiceError> {
-        let revision = device.metadata.as_ref().map_or(0, |m| m.revision);
-        self.devices
-            .projection()
-            .wait_for(
-                fleetlog_events::Revision::from_wire(revision),
-                self.context().read_wait,
-            )
-            .await?;
-        Ok(())
     }
 }
 
