@@ -1,6 +1,7 @@
 //! The services' one error type and the one place it becomes a gRPC status.
 
 use fleetlog_events::LogError;
+use fleetlog_model::ModelError;
 use fleetlog_projections::ProjectionError;
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +74,19 @@ impl From<ProjectionError> for ServiceError {
             ProjectionError::Storage(_) | ProjectionError::Conversion { .. } => {
                 ServiceError::Internal(err.to_string())
             }
+        }
+    }
+}
+
+impl From<ModelError> for ServiceError {
+    fn from(err: ModelError) -> Self {
+        match err {
+            ModelError::InvalidArgument { field, message } => {
+                ServiceError::InvalidArgument { field, message }
+            }
+            ModelError::FailedPrecondition(message) => ServiceError::FailedPrecondition(message),
+            ModelError::Internal(message) => ServiceError::Internal(message),
+            ModelError::Projection(projection) => projection.into(),
         }
     }
 }

@@ -1,8 +1,9 @@
-//! The Fleetlog services: the generic resource engine, the resources of each
-//! service, and fleetd (roles, config, startup and shutdown).
+//! The Fleetlog services: the generic resource engine, the API and flows of
+//! each service over the resource model of `fleetlog-model`, the transports
+//! (gRPC, gRPC-Web, REST) and fleetd (roles, config, startup and shutdown).
 //!
-//! Start reading at [`engine`]; a resource type is declared in a module like
-//! [`devices::model::device`].
+//! Start reading at [`engine`]; a resource type is declared in the model
+//! crate, in a module like `fleetlog_model::devices::device`.
 
 pub mod devices;
 pub mod engine;
@@ -13,8 +14,5 @@ pub mod iam;
 pub mod meta;
 pub mod telemetry;
 pub mod upgrade;
-
-#[cfg(test)]
-mod tidy;
 
 pub use error::ServiceError;

@@ -27,11 +27,13 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Engine, Resource, ServiceContext};
+use crate::engine::{Engine, ServiceContext};
 use crate::error::ServiceError;
-use crate::meta::deployment::{
-    self, COMPLETE_SWITCH, DeploymentName, NOTIFY_SHARDS, keeps_previous_in_sync,
+use fleetlog_model::Resource;
+use fleetlog_model::meta::deployment::{
+    self, COMPLETE_SWITCH, NOTIFY_SHARDS, keeps_previous_in_sync,
 };
+use fleetlog_model::meta::names::DeploymentName;
 
 /// Longest a switch waits for the target projection to catch up while
 /// writes are paused; past it writes resume and the switch is retried.
@@ -234,7 +236,7 @@ impl UpgradeController {
         match self
             .deployments
             .act(&deployment.name, COMPLETE_SWITCH, revision, "", |d| {
-                deployment::complete_switch(d, pause)
+                Ok(deployment::complete_switch(d, pause)?)
             })
             .await
         {
@@ -295,7 +297,7 @@ impl UpgradeController {
                     for (from, to) in ranges(&ready) {
                         if let Err(err) = deployments
                             .act(&name, NOTIFY_SHARDS, 0, "", |d| {
-                                deployment::notify_shards(d, from, to, true)
+                                Ok(deployment::notify_shards(d, from, to, true)?)
                             })
                             .await
                         {

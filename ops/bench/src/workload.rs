@@ -7,13 +7,13 @@ use std::time::SystemTime;
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
 use fleetlog_events::envelope::COMMAND_ID_HEADER;
 use fleetlog_events::{CommandId, ShardId, StorageKey, StreamId};
+use fleetlog_model::SHARD_LABEL;
+use fleetlog_model::devices::names::DeviceName;
 use fleetlog_proto::api::v1::Metadata;
 use fleetlog_proto::devices::v1::Device;
 use fleetlog_proto::devices::v1::device::{Spec, spec::LoggingConfig};
 use fleetlog_proto::events::v1::ResourceChange;
 use fleetlog_proto::events::v1::resource_change::Kind;
-use fleetlog_services::devices::model::names::DeviceName;
-use fleetlog_services::engine::SHARD_LABEL;
 use prost::Message;
 
 use crate::cluster::REGION;

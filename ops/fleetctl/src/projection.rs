@@ -80,20 +80,18 @@ pub async fn run(command: ProjectionCommand) -> Result<(), Error> {
 
 fn converter(source: &Source) -> Result<Arc<dyn Converter>, Error> {
     match source.service.as_str() {
-        "devices"
-            if fleetlog_services::devices::VERSIONS.contains(&source.api_version.as_str()) =>
-        {
-            Ok(Arc::new(fleetlog_services::devices::converter(
+        "devices" if fleetlog_model::devices::VERSIONS.contains(&source.api_version.as_str()) => {
+            Ok(Arc::new(fleetlog_model::devices::converter(
                 &source.api_version,
             )))
         }
-        "meta" if source.api_version == fleetlog_services::meta::V1 => {
-            Ok(Arc::new(fleetlog_services::meta::converter()))
+        "meta" if source.api_version == fleetlog_model::meta::V1 => {
+            Ok(Arc::new(fleetlog_model::meta::converter()))
         }
         other => Err(Error::Usage(format!(
             "no {} projection of service {other:?}; devices has {}, meta has v1",
             source.api_version,
-            fleetlog_services::devices::VERSIONS.join(", ")
+            fleetlog_model::devices::VERSIONS.join(", ")
         ))),
     }
 }

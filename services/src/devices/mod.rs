@@ -1,53 +1,24 @@
 //! The Devices service, in three layers whose dependencies point down
 //! only: `api` (the tonic services of each API version) → `flows` (what
-//! the custom actions do, on v1 types) → `model` (names, resource
-//! declarations, transforms, pure decisions). This module wires them
-//! together.
+//! the custom actions do, on v1 types) → the model (names, resource
+//! declarations, transforms, pure decisions: `fleetlog_model::devices`,
+//! its own crate). This module wires them together.
 
 pub mod api;
 pub mod flows;
-pub mod model;
 
 use std::sync::Arc;
 
-use crate::engine::convert::VersionConverter;
-use crate::engine::registry::Registry;
 use crate::engine::versioned::Versioned;
 use crate::engine::{Engine, ServiceContext};
+use fleetlog_model::devices::transforms::{DeviceToV1, DeviceToV1alpha2};
 use flows::agent::DeviceAgent;
 use flows::logs::DeviceLogs;
 use flows::provisioning::Provisioning;
-use model::transforms::{DeviceToV1, DeviceToV1alpha2};
 
-pub use model::{V1, V1ALPHA2};
-
-/// The service token in stream names and subjects.
-pub const SERVICE: &str = "devices";
-/// The service's name in Meta.
-pub const SERVICE_DOMAIN: &str = "devices.fleetlog.io";
-/// Every API version, oldest first.
-pub const VERSIONS: &[&str] = &[V1ALPHA2, V1];
-/// The version a new region starts on.
-pub const DEFAULT_VERSION: &str = V1;
-
-/// Every Devices resource type: v1 is the storage version, v1alpha2 is
-/// served by converting to and from it.
-pub fn resources() -> Registry {
-    use fleetlog_proto::devices::{v1, v1alpha2};
-    Registry::new()
-        .stored::<v1::Device>()
-        .stored::<v1::ProvisioningPolicy>()
-        .stored::<v1::ProvisioningApprovalRequest>()
-        .older::<v1alpha2::Device>()
-        .older::<v1alpha2::ProvisioningPolicy>()
-        .older::<v1alpha2::ProvisioningApprovalRequest>()
-}
-
-/// What a projection of `version` holds: every Devices resource type,
-/// converted from whatever version its events were written in.
-pub fn converter(version: &str) -> VersionConverter {
-    resources().converter(version)
-}
+pub use fleetlog_model::devices::{
+    DEFAULT_VERSION, SERVICE, SERVICE_DOMAIN, V1, V1ALPHA2, VERSIONS, converter, resources,
+};
 
 /// Every gRPC service of Devices.
 pub struct Apis {

@@ -21,22 +21,11 @@ use fleetlog_events::{Id, ParentName, ResourceName};
 use tonic::codegen::http::{HeaderValue, Request, Response};
 use tonic::server::NamedService;
 
-use super::{Resource, ServiceContext};
+use super::ServiceContext;
 use crate::error::ServiceError;
+use fleetlog_model::{Area, Resource};
 
 pub use fleetlog_proto::catalog::Standard;
-
-/// Which part of the system a resource belongs to; writes need a different
-/// role in each.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Area {
-    /// Devices, provisioning policies, approval requests: device-operator.
-    Devices,
-    /// Service accounts and role bindings: admin.
-    Iam,
-    /// Regions, services, deployments (no project): the bootstrap admin.
-    Meta,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {

@@ -15,9 +15,10 @@ use fleetlog_projections::query_lang::FieldMask;
 use prost_types::Timestamp;
 use tracing::field::{Empty, display};
 
+use super::Engine;
 use super::decide::{self, Change, Current, Decision, Patch, Stamp};
-use super::{Engine, Resource, Surroundings};
 use crate::error::ServiceError;
+use fleetlog_model::{Resource, Surroundings};
 
 /// How often a command re-reads the log and decides again when concurrent
 /// writes keep getting in first.
@@ -283,11 +284,12 @@ impl<R: Resource> Engine<R> {
     fn check_surroundings(&self, change: &Change<R>) -> Result<(), ServiceError> {
         let projection = self.projection();
         let around = self.surroundings(&projection);
-        match change.kind {
+        let checked = match change.kind {
             ChangeKind::Created | ChangeKind::Updated => change.resource.check_references(&around),
             ChangeKind::Deleted => change.resource.check_delete(&around),
             _ => Ok(()),
-        }
+        };
+        Ok(checked?)
     }
 
     /// A command's answer: the resource it wrote (or its earlier attempt
@@ -328,7 +330,7 @@ impl<R: Resource> Engine<R> {
             return Ok(Guess::Log);
         }
         Ok(
-            match super::queries::stored::<R>(&projection, &name.to_string())? {
+            match fleetlog_model::stored::stored::<R>(&projection, &name.to_string())? {
                 Some(resource) => {
                     let revision =
                         Revision::from_wire(resource.metadata().map_or(0, |m| m.revision));
@@ -403,7 +405,7 @@ impl<R: Resource> Engine<R> {
         let wire = change
             .resource
             .to_wire(&version)
-            .map_err(Appending::Failed)?;
+            .map_err(|e| Appending::Failed(e.into()))?;
         let event = ResourceChange {
             kind: change.kind as i32,
             storage_key: key.to_string(),

@@ -16,11 +16,8 @@ use fleetlog_events::envelope::ChangeKind;
 use fleetlog_projections::query_lang::FieldMask;
 use prost_types::Timestamp;
 
-use super::{FieldViolation, Resource};
 use crate::error::ServiceError;
-
-/// The key under which `metadata.shards` records the shard of a resource.
-pub const SHARD_LABEL: &str = "byNameMod16";
+use fleetlog_model::{FieldViolation, Resource, SHARD_LABEL};
 
 /// What the log says of a resource when a command decides (or what the
 /// engine guesses it says; see `commands.rs`).
@@ -253,7 +250,7 @@ fn stamp<R: Resource>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::model::names::DeviceName;
+    use fleetlog_model::devices::names::DeviceName;
     use fleetlog_proto::api::v1::Metadata;
     use fleetlog_proto::devices::v1::Device;
     use fleetlog_proto::devices::v1::device::{Spec, spec::LoggingConfig};

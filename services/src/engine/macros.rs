@@ -174,7 +174,7 @@ macro_rules! standard_service {
                 let ctx = self.engine.context();
                 let caller = ctx.caller(&request)?;
                 let r = request.into_inner();
-                let name = r.$field.as_ref().map(|resource| $crate::engine::Resource::name(resource).to_owned()).unwrap_or_default();
+                let name = r.$field.as_ref().map(|resource| ::fleetlog_model::Resource::name(resource).to_owned()).unwrap_or_default();
                 ctx.authorize_name::<$resource>(
                     &caller,
                     $crate::engine::access::access_of($crate::engine::access::Standard::Update),
@@ -211,29 +211,6 @@ macro_rules! standard_service {
             }
 
             $($custom)*
-        }
-    };
-}
-
-/// The [`crate::engine::Resource`] accessors of a message with the usual
-/// `name` and `metadata` fields; used inside `impl Resource for …`.
-#[macro_export]
-macro_rules! resource_fields {
-    () => {
-        fn name(&self) -> &str {
-            &self.name
-        }
-
-        fn set_name(&mut self, name: String) {
-            self.name = name;
-        }
-
-        fn metadata(&self) -> Option<&::fleetlog_proto::api::v1::Metadata> {
-            self.metadata.as_ref()
-        }
-
-        fn metadata_mut(&mut self) -> &mut ::fleetlog_proto::api::v1::Metadata {
-            self.metadata.get_or_insert_with(Default::default)
         }
     };
 }

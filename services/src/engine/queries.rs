@@ -10,8 +10,10 @@ use fleetlog_projections::query::{self, ListQuery};
 use fleetlog_projections::query_lang::{FieldMask, Filter, OrderBy};
 use prost_reflect::DynamicMessage;
 
-use super::{Engine, Resource};
+use super::Engine;
 use crate::error::ServiceError;
+use fleetlog_model::stored::stored;
+use fleetlog_model::{Resource, parse_mask};
 
 pub const DEFAULT_PAGE_SIZE: i32 = 100;
 pub const MAX_PAGE_SIZE: i32 = 1000;
@@ -182,15 +184,6 @@ fn list_binding(parent: &impl std::fmt::Display, filter: &str, order: &OrderBy) 
     format!("{parent}\n{}\n{}", filter.trim(), order.canonical())
 }
 
-pub(super) fn parse_mask<R: Resource>(
-    mask: Option<prost_types::FieldMask>,
-    field: &'static str,
-) -> Result<FieldMask, ServiceError> {
-    let paths = mask.map(|m| m.paths).unwrap_or_default();
-    Ok(FieldMask::parse(&paths, &R::default().descriptor(), field)
-        .map_err(ProjectionError::from)?)
-}
-
 /// One resource from `projection` (of `R`'s API version), shaped by `mask`.
 fn fetch<R: Resource>(
     projection: &Projection,
@@ -199,61 +192,12 @@ fn fetch<R: Resource>(
 ) -> Result<Option<R>, ServiceError> {
     if mask.is_empty() {
         // The common case needs no reflection: decode the typed message.
-        return stored(projection, name);
+        return Ok(stored(projection, name)?);
     }
     let descriptor = R::default().descriptor();
     query::get(projection, &descriptor, name)?
         .map(|message| finish(mask, &message))
         .transpose()
-}
-
-/// Every `R` under `parent`, as `projection` stores them (for small
-/// collections read whole, like a project's role bindings).
-pub fn stored_under<R: Resource>(
-    projection: &Projection,
-    parent: &<R::Name as ResourceName>::Parent,
-) -> Result<Vec<R>, ServiceError> {
-    stored_with_prefix(projection, &R::Name::collection_prefix(parent))
-}
-
-/// Every `R` whose name starts with `prefix` (e.g. `services/`: the
-/// deployments of every service), as [`stored_under`] reads them.
-pub fn stored_with_prefix<R: Resource>(
-    projection: &Projection,
-    prefix: &str,
-) -> Result<Vec<R>, ServiceError> {
-    let descriptor = R::default().descriptor();
-    let key = fleetlog_projections::store::record_key(descriptor.full_name(), prefix);
-    let mut found = Vec::new();
-    projection.store().scan(&key, None, |_, record| {
-        let mut resource = R::decode(record.bytes.as_slice()).map_err(|e| {
-            ProjectionError::Storage(format!(
-                "a stored {} does not decode: {e}",
-                descriptor.full_name()
-            ))
-        })?;
-        resource.metadata_mut().revision = fleetlog_events::Revision(record.revision).to_wire();
-        found.push(resource);
-        Ok(true)
-    })?;
-    Ok(found)
-}
-
-/// A resource exactly as `projection` (of `R`'s API version) stores it,
-/// with `metadata.revision` stamped from its record.
-pub fn stored<R: Resource>(projection: &Projection, name: &str) -> Result<Option<R>, ServiceError> {
-    let descriptor = R::default().descriptor();
-    let Some(record) = projection.store().get(descriptor.full_name(), name)? else {
-        return Ok(None);
-    };
-    let mut resource = R::decode(record.bytes.as_slice()).map_err(|e| {
-        ServiceError::Internal(format!(
-            "a stored {} does not decode: {e}",
-            descriptor.full_name()
-        ))
-    })?;
-    resource.metadata_mut().revision = fleetlog_events::Revision(record.revision).to_wire();
-    Ok(Some(resource))
 }
 
 /// Applies the field mask and converts to the typed resource.

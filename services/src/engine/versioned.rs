@@ -2,7 +2,7 @@
 //! currently on (DESIGN §5).
 //!
 //! Queries read the active projection: natively when it is this API's
-//! version, otherwise through a [`Transform`] of the request (names, field
+//! version, otherwise through a `Transform` of the request (names, field
 //! masks, filters, order, page tokens) and of the results. Commands and
 //! watches always run on the storage version's engine, which writes events
 //! in the current version. A [`Versioned`] has the same method signatures as
@@ -10,36 +10,16 @@
 
 use std::sync::Arc;
 
-use fleetlog_events::ResourceName;
+use fleetlog_model::Resource;
+use fleetlog_model::transform::{Transform, translate_filter, translate_mask, translate_order};
 use fleetlog_projections::Projection;
-use fleetlog_projections::ProjectionError;
-use fleetlog_projections::query_lang::{Filter, OrderBy, PathTranslation};
 use futures::StreamExt;
-use prost_reflect::ReflectMessage;
 
 use super::watch::{Change, WatchBatch, WatchBatches, WatchTarget};
-use super::{
-    CreateRequest, DeleteRequest, Engine, ListRequest, ListResponse, Resource, UpdateRequest,
-};
+use super::{CreateRequest, DeleteRequest, Engine, ListRequest, ListResponse, UpdateRequest};
 use crate::error::ServiceError;
 
 type NameOf<R> = <R as Resource>::Name;
-type ParentOf<R> = <<R as Resource>::Name as ResourceName>::Parent;
-
-/// One direction of the conversion between two API versions of a resource.
-pub trait Transform: Send + Sync + 'static {
-    type From: Resource;
-    type To: Resource;
-
-    /// The resource in the other version. Fields a field mask left out stay
-    /// unset, and an empty name stays empty.
-    fn resource(&self, from: Self::From) -> Self::To;
-    fn name(&self, name: &NameOf<Self::From>) -> NameOf<Self::To>;
-    fn parent(&self, parent: &ParentOf<Self::From>) -> ParentOf<Self::To>;
-    /// A field path of `From` as paths of `To` (several when a message
-    /// splits; a path that does not change maps to itself).
-    fn paths(&self, path: &str) -> Vec<String>;
-}
 
 /// One API version's standard methods, served on whatever version is active.
 pub struct Versioned<F: Transform, B> {
@@ -224,7 +204,7 @@ where
         };
         let mut cursor = keys
             .open(&from_binding, token)
-            .map_err(ProjectionError::from)?;
+            .map_err(fleetlog_projections::ProjectionError::from)?;
         cursor.name = translate_name(&cursor.name)?;
         Ok(keys.seal(&to_binding, &cursor))
     }
@@ -353,7 +333,7 @@ where
         mask: Option<prost_types::FieldMask>,
         field: &'static str,
     ) -> Result<Option<prost_types::FieldMask>, ServiceError> {
-        translate_mask(&self.forward, mask, field)
+        Ok(translate_mask(&self.forward, mask, field)?)
     }
 
     /// Errors of the other version's engine, in this version's terms: the
@@ -378,68 +358,6 @@ where
                 ServiceError::InvalidArgument { field, message }
             }
             other => other,
-        }
-    }
-}
-
-/// Validates a field mask against `From` and translates its paths.
-pub fn translate_mask<F: Transform>(
-    transform: &F,
-    mask: Option<prost_types::FieldMask>,
-    field: &'static str,
-) -> Result<Option<prost_types::FieldMask>, ServiceError> {
-    let Some(mask) = mask else { return Ok(None) };
-    super::queries::parse_mask::<F::From>(Some(mask.clone()), field)?;
-    let paths = mask
-        .paths
-        .iter()
-        .flat_map(|p| transform.paths(p.trim()))
-        .collect();
-    Ok(Some(prost_types::FieldMask { paths }))
-}
-
-/// Parses a filter against `From` and writes it in `To`'s paths.
-pub fn translate_filter<F: Transform>(transform: &F, text: &str) -> Result<String, ServiceError> {
-    let descriptor = F::From::default().descriptor();
-    let filter = Filter::parse(text, &descriptor).map_err(ProjectionError::from)?;
-    filter
-        .translate(&PathsOf(transform))
-        .map_err(|m| ServiceError::invalid("filter", m))
-}
-
-/// Parses an `order_by` against `From` and writes it in `To`'s paths.
-pub fn translate_order<F: Transform>(transform: &F, text: &str) -> Result<String, ServiceError> {
-    let descriptor = F::From::default().descriptor();
-    let order = OrderBy::parse(text, &descriptor).map_err(ProjectionError::from)?;
-    order
-        .translate(&PathsOf(transform))
-        .map_err(|m| ServiceError::invalid("order_by", m))
-}
-
-/// The field paths of a [`Transform`] as a filter/order translation: every
-/// path must have exactly one counterpart; names compared with `name` are
-/// translated too.
-struct PathsOf<'a, F>(&'a F);
-
-impl<F: Transform> PathTranslation for PathsOf<'_, F> {
-    fn path(&self, path: &str) -> Result<String, String> {
-        let mut mapped = self.0.paths(path);
-        match mapped.len() {
-            1 => Ok(mapped.remove(0)),
-            _ => Err(format!(
-                "{path} has no single counterpart in API version {}; name its fields one by one",
-                F::To::API_VERSION
-            )),
-        }
-    }
-
-    fn string_value(&self, path: &str, value: &str) -> String {
-        if path != "name" {
-            return value.to_owned();
-        }
-        match value.parse::<NameOf<F::From>>() {
-            Ok(name) => self.0.name(&name).to_string(),
-            Err(_) => value.to_owned(),
         }
     }
 }

@@ -20,9 +20,11 @@ use tokio::sync::mpsc;
 
 use super::feeds::Live;
 
-use super::queries::{finish, parse_mask};
-use super::{Engine, Resource};
+use super::Engine;
+use super::queries::finish;
 use crate::error::ServiceError;
+use fleetlog_model::Resource;
+use fleetlog_model::parse_mask;
 use fleetlog_proto::api::v1::ChangeType;
 
 /// Most changes sent in one response message.

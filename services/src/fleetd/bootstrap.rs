@@ -14,11 +14,12 @@ use fleetlog_events::{Id, ResourceName};
 use fleetlog_proto::meta::v1::{Deployment, Region, Service};
 
 use crate::devices;
-use crate::engine::{CreateRequest, Engine, Resource, ServiceContext};
+use crate::engine::{CreateRequest, Engine, ServiceContext};
 use crate::error::ServiceError;
-use crate::meta::deployment::deployment_name;
-use crate::meta::region::RegionName;
-use crate::meta::service::ServiceName;
+use fleetlog_model::Resource;
+use fleetlog_model::meta::deployment::deployment_name;
+use fleetlog_model::meta::names::RegionName;
+use fleetlog_model::meta::names::ServiceName;
 
 /// Creates what the log does not hold; existing records are left as they are.
 pub async fn register(
@@ -99,7 +100,7 @@ async fn ensure<R: Resource>(
 /// was given none; returns its text, which exists nowhere else (shown once).
 /// Later starts find the key and return None.
 pub async fn admin_key(iam: &Arc<ServiceContext>) -> Result<Option<String>, ServiceError> {
-    use crate::iam::names::{BOOTSTRAP_ACCOUNT, SYSTEM_PROJECT, ServiceAccountName};
+    use fleetlog_model::iam::names::{BOOTSTRAP_ACCOUNT, SYSTEM_PROJECT, ServiceAccountName};
 
     let invalid = |e: fleetlog_events::NameError| ServiceError::Internal(e.to_string());
     let account = ServiceAccountName {

@@ -19,33 +19,13 @@ use subtle::ConstantTimeEq;
 use tonic::codegen::http::HeaderValue;
 
 use super::keys::{hex, key_name_of};
-use super::names::{BOOTSTRAP_ACCOUNT, RoleBindingParent, SYSTEM_PROJECT, ServiceAccountName};
-use crate::engine::access::{Access, Area, Authorizer, Caller};
+use crate::engine::access::{Access, Authorizer, Caller};
 use crate::error::ServiceError;
-
-/// A role a RoleBinding grants in its project.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    /// Reads everything in the project.
-    Viewer,
-    /// Reads the project; writes devices, policies and approval requests.
-    DeviceOperator,
-    /// Everything in the project.
-    Admin,
-}
-
-impl Role {
-    pub const NAMES: &'static [&'static str] = &["admin", "device-operator", "viewer"];
-
-    pub fn parse(text: &str) -> Option<Role> {
-        match text {
-            "admin" => Some(Role::Admin),
-            "device-operator" => Some(Role::DeviceOperator),
-            "viewer" => Some(Role::Viewer),
-            _ => None,
-        }
-    }
-}
+use fleetlog_model::Area;
+use fleetlog_model::iam::Role;
+use fleetlog_model::iam::names::{
+    BOOTSTRAP_ACCOUNT, RoleBindingParent, SYSTEM_PROJECT, ServiceAccountName,
+};
 
 /// Why an account may not do something.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,14 +76,15 @@ impl IamAuthorizer {
         let unknown = || ServiceError::Unauthenticated("unknown or revoked key".into());
         let name = key_name_of(key).ok_or_else(unknown)?;
         let iam = self.iam.load();
-        let record = crate::engine::stored::<ServiceAccountKeyRecord>(&iam, &name.to_string())?
-            .ok_or_else(unknown)?;
+        let record =
+            fleetlog_model::stored::stored::<ServiceAccountKeyRecord>(&iam, &name.to_string())?
+                .ok_or_else(unknown)?;
         let presented = hex(&digest);
         if !bool::from(presented.as_bytes().ct_eq(record.secret_sha256.as_bytes())) {
             return Err(unknown());
         }
         let account = name.service_account();
-        if crate::engine::stored::<ServiceAccount>(&iam, &account.to_string())?.is_none() {
+        if fleetlog_model::stored::stored::<ServiceAccount>(&iam, &account.to_string())?.is_none() {
             return Err(unknown());
         }
         if account.project.as_str() == SYSTEM_PROJECT
@@ -117,7 +98,7 @@ impl IamAuthorizer {
     /// The strongest role `account` holds in `project`.
     pub fn role(&self, account: &str, project: &Id) -> Result<Option<Role>, ServiceError> {
         let iam = self.iam.load();
-        let bindings = crate::engine::stored_under::<RoleBinding>(
+        let bindings = fleetlog_model::stored::stored_under::<RoleBinding>(
             &iam,
             &RoleBindingParent {
                 project: project.clone(),

@@ -6,8 +6,8 @@ use fleetlog_events::Id;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use super::names::ServiceAccountKeyName;
 use crate::error::ServiceError;
+use fleetlog_model::iam::names::ServiceAccountKeyName;
 
 pub(super) const KEY_PREFIX: &str = "fl1";
 

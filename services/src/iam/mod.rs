@@ -1,6 +1,6 @@
 //! IAM (minimal): service accounts, their keys (stored as hashes only) and
-//! role bindings per project. Event-sourced on its own stream like every
-//! service; [`authorizer::IamAuthorizer`] reads its projection to
+//! role bindings per project, declared in `fleetlog_model::iam`.
+//! Event-sourced on its own stream like every service; [`authorizer::IamAuthorizer`] reads its projection to
 //! authenticate callers and is the engine's `Authorizer`.
 //!
 //! Writes here settle before they answer (the projection has applied them),
@@ -16,109 +16,17 @@ use fleetlog_proto::iam::v1::*;
 
 pub mod authorizer;
 pub mod keys;
-pub mod names;
 
-use authorizer::Role;
-use keys::IssuedKey;
-use names::{RoleBindingName, ServiceAccountKeyName, ServiceAccountKeyParent, ServiceAccountName};
-
-use crate::engine::access::{Access, Area};
-use crate::engine::{
-    CreateRequest, DeleteRequest, Engine, FieldViolation, Resource, ServiceContext,
+use fleetlog_model::iam::names::{
+    ServiceAccountKeyName, ServiceAccountKeyParent, ServiceAccountName,
 };
+use keys::IssuedKey;
+
+use crate::engine::access::Access;
+use crate::engine::{CreateRequest, DeleteRequest, Engine, ServiceContext};
 use crate::error::ServiceError;
 
-/// The service token in stream names and subjects.
-pub const SERVICE: &str = "iam";
-pub const V1: &str = "v1";
-pub const VERSIONS: &[&str] = &[V1];
-
-/// Every IAM resource type.
-pub fn resources() -> crate::engine::registry::Registry {
-    crate::engine::registry::Registry::new()
-        .stored::<ServiceAccount>()
-        // A key's hash: made and revoked by ServiceAccount actions.
-        .internal::<ServiceAccountKeyRecord>()
-        .stored::<RoleBinding>()
-}
-
-/// What the IAM projection holds.
-pub fn converter() -> crate::engine::convert::VersionConverter {
-    resources().converter(V1)
-}
-
-const MAX_DISPLAY_NAME: usize = 256;
-
-impl Resource for ServiceAccount {
-    type Name = ServiceAccountName;
-    const FIELD: &'static str = "service_account";
-    const ID_FIELD: &'static str = "service_account_id";
-    const API_VERSION: &'static str = V1;
-    const AREA: Area = Area::Iam;
-
-    crate::resource_fields!();
-
-    fn validate(&self) -> Result<(), FieldViolation> {
-        if self.display_name.chars().count() > MAX_DISPLAY_NAME {
-            return Err(FieldViolation::new(
-                "display_name",
-                format!("must be at most {MAX_DISPLAY_NAME} characters"),
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl Resource for ServiceAccountKeyRecord {
-    type Name = ServiceAccountKeyName;
-    const FIELD: &'static str = "key";
-    const ID_FIELD: &'static str = "key_id";
-    const API_VERSION: &'static str = V1;
-    const AREA: Area = Area::Iam;
-
-    crate::resource_fields!();
-
-    fn validate(&self) -> Result<(), FieldViolation> {
-        let is_sha256 = self.secret_sha256.len() == 64
-            && self
-                .secret_sha256
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !is_sha256 {
-            return Err(FieldViolation::new(
-                "secret_sha256",
-                "must be a lowercase hex SHA-256",
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl Resource for RoleBinding {
-    type Name = RoleBindingName;
-    const FIELD: &'static str = "role_binding";
-    const ID_FIELD: &'static str = "role_binding_id";
-    const API_VERSION: &'static str = V1;
-    const AREA: Area = Area::Iam;
-
-    crate::resource_fields!();
-
-    fn validate(&self) -> Result<(), FieldViolation> {
-        if let Err(e) = self.member.parse::<ServiceAccountName>() {
-            return Err(FieldViolation::new(
-                "member",
-                format!("must be a service account name: {e}"),
-            ));
-        }
-        if Role::parse(&self.role).is_none() {
-            return Err(FieldViolation::new(
-                "role",
-                format!("must be one of {}", Role::NAMES.join(", ")),
-            ));
-        }
-        Ok(())
-    }
-}
+pub use fleetlog_model::iam::{SERVICE, V1, VERSIONS, converter, resources};
 
 /// Service accounts and keys as other services make them for themselves
 /// (a device's agent, a provisioning policy): fleetd acts, not the caller.
@@ -203,7 +111,7 @@ impl Accounts {
                 request_id: String::new(),
             })
             .await?;
-        let keys = crate::engine::stored_under::<ServiceAccountKeyRecord>(
+        let keys = fleetlog_model::stored::stored_under::<ServiceAccountKeyRecord>(
             &self.keys.projection(),
             &ServiceAccountKeyParent {
                 project: account.project.clone(),

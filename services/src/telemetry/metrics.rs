@@ -214,7 +214,7 @@ impl Metrics {
                 .collect();
             let deployment = sources.deployment.as_ref().and_then(|d| {
                 let projection = d.meta.load_full();
-                match crate::engine::stored::<Deployment>(&projection, &d.name) {
+                match fleetlog_model::stored::stored::<Deployment>(&projection, &d.name) {
                     Ok(found) => found.map(|found| (d.name.clone(), found)),
                     Err(err) => {
                         tracing::debug!(error = %err, "metrics: reading the deployment");

@@ -9,6 +9,9 @@ use crate::common;
 use common::{REGION, Sandbox};
 use fleetlog_events::envelope::{ChangeKind, CommandId};
 use fleetlog_events::{EventLog, Id, ResourceName, Revision, StorageKey, StreamId};
+use fleetlog_model::meta::names::DeploymentName;
+use fleetlog_model::meta::names::RegionName;
+use fleetlog_model::meta::names::ServiceName;
 use fleetlog_proto::meta::v1::deployment_service_client::DeploymentServiceClient;
 use fleetlog_proto::meta::v1::region_service_client::RegionServiceClient;
 use fleetlog_proto::meta::v1::service_service_client::ServiceServiceClient;
@@ -17,9 +20,6 @@ use fleetlog_proto::meta::v1::{
     DeleteRegionRequest, DeleteServiceRequest, Deployment, GetDeploymentRequest, GetRegionRequest,
     GetServiceRequest, Region, Service, UpdateDeploymentRequest,
 };
-use fleetlog_services::meta::deployment::DeploymentName;
-use fleetlog_services::meta::region::RegionName;
-use fleetlog_services::meta::service::ServiceName;
 use fleetlog_tests::{Authed, admin};
 use tonic::Code;
 

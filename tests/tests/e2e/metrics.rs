@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{PARENT, REGION, Sandbox, create, device, device_name};
+use fleetlog_model::devices::DEFAULT_VERSION;
 use fleetlog_proto::devices::v1::device_service_client::DeviceServiceClient;
 use fleetlog_proto::devices::v1::{CreateDeviceRequest, GetDeviceRequest, WatchDevicesRequest};
-use fleetlog_services::devices::DEFAULT_VERSION;
 use fleetlog_tests::{FleetdProcess, NatsServer, eventually};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,

@@ -405,7 +405,7 @@ async fn upgrade_under_load_loses_nothing_and_pauses_briefly() -> anyhow::Result
     assert_eq!(live.checkpoint()?.revision, final_revision);
     let fresh_dir = tempfile::tempdir()?;
     let fresh = Projection::open(fresh_dir.path(), "v1")?;
-    let converter = fleetlog_services::devices::converter("v1");
+    let converter = fleetlog_model::devices::converter("v1");
     projector::replay(
         &log,
         &fresh,
@@ -586,9 +586,9 @@ async fn read_stage(nats: &NatsServer) -> anyhow::Result<Option<i32>> {
         StreamId::new(Id::parse("meta")?, Id::parse(REGION)?),
     )
     .await?;
-    let key = fleetlog_events::StorageKey::parse::<
-        fleetlog_services::meta::deployment::DeploymentName,
-    >(DEPLOYMENT)?
+    let key = fleetlog_events::StorageKey::parse::<fleetlog_model::meta::names::DeploymentName>(
+        DEPLOYMENT,
+    )?
     .0;
     let last = log.last(&key).await?;
     Ok(last.and_then(|e| {

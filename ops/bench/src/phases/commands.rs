@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use fleetlog_events::ResourceName;
 use fleetlog_events::{EventLog, Id, StreamId};
+use fleetlog_model::devices::names::DeviceName;
 use fleetlog_proto::devices::v1::device_service_client::DeviceServiceClient;
 use fleetlog_proto::devices::v1::{
     CreateDeviceRequest, Device, GetDeviceRequest, UpdateDeviceRequest,
 };
-use fleetlog_services::devices::model::names::DeviceName;
 
 use super::{ClientRun, Totals, join_clients};
 use crate::cluster::{Cluster, REGION, devices_stream};

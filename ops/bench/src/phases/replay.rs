@@ -40,7 +40,7 @@ pub async fn run(
         (raw_rocks_write_per_s, "raw RocksDB batch write (the lower)")
     };
     let converter: std::sync::Arc<dyn fleetlog_projections::Converter> =
-        std::sync::Arc::new(fleetlog_services::devices::converter("v1"));
+        std::sync::Arc::new(fleetlog_model::devices::converter("v1"));
     for (what, compacted) in [
         ("full history", false),
         ("compacted (LastPerSubject)", true),

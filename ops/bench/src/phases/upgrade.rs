@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use fleetlog_model::devices::SERVICE_DOMAIN;
 use fleetlog_proto::devices::v1alpha2::device_service_client::DeviceServiceClient;
 use fleetlog_proto::devices::v1alpha2::{CreateDeviceRequest, Device, UpdateDeviceRequest};
 use fleetlog_proto::meta::v1::deployment::Stage;
@@ -13,7 +14,6 @@ use fleetlog_proto::meta::v1::deployment_service_client::DeploymentServiceClient
 use fleetlog_proto::meta::v1::{
     BeginUpgradeRequest, GetDeploymentRequest, SetAvailableUpgradeRequest,
 };
-use fleetlog_services::devices::SERVICE_DOMAIN;
 
 use super::{ClientRun, join_clients};
 use crate::cluster::{Cluster, REGION};

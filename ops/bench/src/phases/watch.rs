@@ -6,9 +6,9 @@
 use std::time::{Duration, Instant};
 
 use fleetlog_events::ResourceName;
+use fleetlog_model::devices::names::DeviceName;
 use fleetlog_proto::devices::v1::device_service_client::DeviceServiceClient;
 use fleetlog_proto::devices::v1::{CreateDeviceRequest, WatchDevicesRequest};
-use fleetlog_services::devices::model::names::DeviceName;
 use tokio::sync::{mpsc, watch};
 
 use crate::cluster::{Cluster, devices_stream};

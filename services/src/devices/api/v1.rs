@@ -10,9 +10,9 @@ use futures::StreamExt;
 
 use crate::devices::flows::agent::{Beat, DeviceAgent};
 use crate::devices::flows::provisioning::Provisioning;
-use crate::devices::model::transforms::{DeviceToV1, DeviceToV1alpha2};
 use crate::engine::Engine;
 use crate::engine::versioned::Versioned;
+use fleetlog_model::devices::transforms::{DeviceToV1, DeviceToV1alpha2};
 
 /// The gRPC `fleetlog.devices.v1.DeviceService`, on whatever version the
 /// region is on (v1 is read-only until the region switches to it), with

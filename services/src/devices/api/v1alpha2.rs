@@ -16,12 +16,13 @@ use futures::StreamExt;
 
 use crate::devices::flows::agent::{Beat, DeviceAgent};
 use crate::devices::flows::provisioning::{Provisioned, Provisioning};
-use crate::devices::model::transforms::{
+use crate::engine::versioned::Versioned;
+use crate::engine::{Engine, ServiceContext};
+use fleetlog_model::devices::transforms::{
     ApprovalRequestToV1, ApprovalRequestToV1alpha2, DeviceToV1, DeviceToV1alpha2, PolicyToV1,
     PolicyToV1alpha2, key_to_v1alpha2, same_shape,
 };
-use crate::engine::versioned::{Transform, Versioned};
-use crate::engine::{Engine, ServiceContext};
+use fleetlog_model::transform::Transform;
 
 /// The gRPC `fleetlog.devices.v1alpha2.DeviceService`: always served by
 /// transformation to the storage version (v1) for commands and watches,

@@ -15,10 +15,10 @@ use futures::{Stream, StreamExt};
 
 use super::logs::{self, DeviceLogs, MAX_ENTRIES_PER_UPLOAD, MAX_MESSAGE_BYTES};
 use super::provisioning::{Provisioned, Provisioning, Who};
-use crate::devices::model::names::DeviceName;
-use crate::engine::Resource;
 use crate::engine::access::{Access, Caller};
 use crate::error::ServiceError;
+use fleetlog_model::Resource;
+use fleetlog_model::devices::names::DeviceName;
 
 /// The action names heartbeats record.
 const HEARTBEAT: &str = "Heartbeat";

@@ -15,17 +15,19 @@ use fleetlog_proto::devices::v1::{
     provisioning_approval_request, provisioning_policy,
 };
 
-use crate::devices::model::acts_as::ActsAs;
-use crate::devices::model::names::{ApprovalRequestName, DeviceName, ProvisioningPolicyName};
-use crate::devices::model::provisioning::{
+use crate::engine::access::{Access, Caller};
+use crate::engine::{CreateRequest, Engine, ServiceContext};
+use crate::error::ServiceError;
+use crate::iam::Accounts;
+use fleetlog_model::Area;
+use fleetlog_model::Resource;
+use fleetlog_model::devices::acts_as::ActsAs;
+use fleetlog_model::devices::names::{ApprovalRequestName, DeviceName, ProvisioningPolicyName};
+use fleetlog_model::devices::provisioning::{
     IDENTITY_DIGITS, approval_request_name, approved_status, check_mode, device_name, identity_of,
     registered_device,
 };
-use crate::engine::access::{Access, Area, Caller};
-use crate::engine::{CreateRequest, Engine, Resource, ServiceContext};
-use crate::error::ServiceError;
-use crate::iam::Accounts;
-use crate::iam::names::ServiceAccountName;
+use fleetlog_model::iam::names::ServiceAccountName;
 
 const ACTION_PROVISION_SERVICE_ACCOUNT: &str = "ProvisionServiceAccount";
 const ACTION_REMOVE_SERVICE_ACCOUNT: &str = "RemoveServiceAccount";

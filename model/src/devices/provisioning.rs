@@ -28,9 +28,9 @@ use super::names::v1alpha2::{
 };
 use super::names::{ApprovalRequestName, DeviceName, ProvisioningPolicyName};
 use super::{V1, V1ALPHA2};
-use crate::engine::access::Area;
-use crate::engine::{FieldViolation, Resource};
-use crate::error::ServiceError;
+use crate::Area;
+use crate::error::ModelError;
+use crate::{FieldViolation, Resource};
 
 /// The default `device_name_format`.
 const IDENTITY: &str = "{identity}";
@@ -179,7 +179,7 @@ fn identity_hash(policy: &ProvisioningPolicyName, values: &[String]) -> String {
 
 /// The values of the policy's identity fields in what an agent reported;
 /// every one must be set.
-fn identity_values(paths: &[String], status: &DeviceStatus) -> Result<Vec<String>, ServiceError> {
+fn identity_values(paths: &[String], status: &DeviceStatus) -> Result<Vec<String>, ModelError> {
     let reported = Device {
         status: Some(status.clone()),
         ..Default::default()
@@ -190,14 +190,14 @@ fn identity_values(paths: &[String], status: &DeviceStatus) -> Result<Vec<String
         .iter()
         .map(|path| {
             let parsed = FieldPath::parse(path, &descriptor, "identity_field_paths")
-                .map_err(|e| ServiceError::Internal(format!("a stored policy: {}", e.message)))?;
+                .map_err(|e| ModelError::Internal(format!("a stored policy: {}", e.message)))?;
             let value = parsed.value(&reported).map(|v| match v.as_ref() {
                 Value::String(s) => s.clone(),
                 other => format!("{other:?}"),
             });
             match value {
                 Some(v) if !v.is_empty() => Ok(v),
-                _ => Err(ServiceError::invalid(
+                _ => Err(ModelError::invalid(
                     format!(
                         "device_status.{}",
                         path.strip_prefix("status.").unwrap_or(path)
@@ -216,7 +216,7 @@ pub fn identity_of(
     policy: &ProvisioningPolicyName,
     spec: &provisioning_policy::Spec,
     status: &DeviceStatus,
-) -> Result<Option<String>, ServiceError> {
+) -> Result<Option<String>, ModelError> {
     if spec.identity_field_paths.is_empty() {
         return Ok(None);
     }
@@ -230,10 +230,9 @@ pub fn device_name(
     policy: &ProvisioningPolicyName,
     format: &str,
     identity: &str,
-) -> Result<DeviceName, ServiceError> {
-    let id = device_id(format, policy, identity).map_err(|m| {
-        ServiceError::FailedPrecondition(format!("{policy}: device_name_format {m}"))
-    })?;
+) -> Result<DeviceName, ModelError> {
+    let id = device_id(format, policy, identity)
+        .map_err(|m| ModelError::FailedPrecondition(format!("{policy}: device_name_format {m}")))?;
     Ok(DeviceName {
         project: policy.project.clone(),
         region: policy.region.clone(),
@@ -270,13 +269,13 @@ pub fn registered_device(
 pub fn approval_request_name(
     policy: &ProvisioningPolicyName,
     identity: &str,
-) -> Result<ApprovalRequestName, ServiceError> {
+) -> Result<ApprovalRequestName, ModelError> {
     Ok(ApprovalRequestName {
         project: policy.project.clone(),
         region: policy.region.clone(),
         provisioning_policy: policy.provisioning_policy.clone(),
         provisioning_approval_request: Id::parse(identity)
-            .map_err(|e| ServiceError::Internal(format!("an identity hash: {e}")))?,
+            .map_err(|e| ModelError::Internal(format!("an identity hash: {e}")))?,
     })
 }
 
@@ -286,7 +285,7 @@ pub fn check_mode(
     name: &ProvisioningPolicyName,
     policy: &ProvisioningPolicy,
     mode: Mode,
-) -> Result<(), ServiceError> {
+) -> Result<(), ModelError> {
     let actual =
         Mode::try_from(policy.spec.as_ref().map_or(0, |s| s.mode)).unwrap_or(Mode::Unspecified);
     if actual != mode {
@@ -294,7 +293,7 @@ pub fn check_mode(
             Mode::ManualApproval => "ask with RequestProvisioningApproval",
             _ => "register with ProvisionDeviceViaPolicy",
         };
-        return Err(ServiceError::FailedPrecondition(format!(
+        return Err(ModelError::FailedPrecondition(format!(
             "{name} is {}, not {}: {instead}",
             actual.as_str_name(),
             mode.as_str_name()
@@ -308,17 +307,17 @@ pub fn check_mode(
 pub fn approved_status(
     name: &ApprovalRequestName,
     request: &ProvisioningApprovalRequest,
-) -> Result<DeviceStatus, ServiceError> {
+) -> Result<DeviceStatus, ModelError> {
     let conclusion = request.spec.as_ref().map_or(0, |s| s.conclusion);
     match Conclusion::try_from(conclusion) {
         Ok(Conclusion::Approved) => {}
         Ok(Conclusion::Revoked) => {
-            return Err(ServiceError::FailedPrecondition(format!(
+            return Err(ModelError::FailedPrecondition(format!(
                 "{name} was revoked by an operator"
             )));
         }
         _ => {
-            return Err(ServiceError::FailedPrecondition(format!(
+            return Err(ModelError::FailedPrecondition(format!(
                 "{name} is waiting for an operator to approve it (spec.conclusion = APPROVED)"
             )));
         }
@@ -381,7 +380,7 @@ mod tests {
         let paths = vec!["status.device_info.hardware_information.system.serial_number".to_owned()];
         let err = identity_values(&paths, &DeviceStatus::default()).expect_err("missing serial");
         assert!(
-            matches!(err, ServiceError::InvalidArgument { ref field, .. } if field == "device_status.device_info.hardware_information.system.serial_number")
+            matches!(err, ModelError::InvalidArgument { ref field, .. } if field == "device_status.device_info.hardware_information.system.serial_number")
         );
         let status = DeviceStatus {
             device_info: Some(device::status::DeviceInfo {
@@ -444,7 +443,7 @@ mod tests {
         assert!(check_mode(&policy(), &manual, Mode::ManualApproval).is_ok());
         let err = check_mode(&policy(), &manual, Mode::Unattended).expect_err("wrong mode");
         assert!(
-            matches!(err, ServiceError::FailedPrecondition(ref m) if m.contains("RequestProvisioningApproval")),
+            matches!(err, ModelError::FailedPrecondition(ref m) if m.contains("RequestProvisioningApproval")),
             "{err:?}"
         );
     }
@@ -474,7 +473,7 @@ mod tests {
         for refused in [Conclusion::Revoked, Conclusion::NotSpecified] {
             assert!(matches!(
                 approved_status(&name, &with(refused)),
-                Err(ServiceError::FailedPrecondition(_))
+                Err(ModelError::FailedPrecondition(_))
             ));
         }
     }

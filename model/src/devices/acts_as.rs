@@ -3,7 +3,7 @@
 
 use fleetlog_proto::devices::v1::{Device, ProvisioningPolicy};
 
-use crate::engine::Resource;
+use crate::Resource;
 
 /// A resource a service account acts for (a device's agent, a policy's
 /// registering agents): `spec.service_account` names it.

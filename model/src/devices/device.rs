@@ -11,10 +11,10 @@ use super::acts_as::keep_bound_account;
 use super::names::{DeviceName, v1alpha2::DeviceName as V1alpha2DeviceName};
 use super::transforms::{DeviceToV1, DeviceToV1alpha2};
 use super::{V1, V1ALPHA2};
-use crate::engine::access::Area;
-use crate::engine::versioned::Transform;
-use crate::engine::{FieldViolation, Resource, Wire, decode_own_version};
-use crate::error::ServiceError;
+use crate::Area;
+use crate::error::ModelError;
+use crate::transform::Transform;
+use crate::{FieldViolation, Resource, Wire, decode_own_version};
 
 impl Resource for Device {
     type Name = DeviceName;
@@ -29,25 +29,25 @@ impl Resource for Device {
             || type_name == v1alpha2::Device::default().descriptor().full_name()
     }
 
-    fn to_wire(&self, version: &str) -> Result<Wire, ServiceError> {
+    fn to_wire(&self, version: &str) -> Result<Wire, ModelError> {
         match version {
             V1 => Ok(Wire::of(self, self.name.clone())),
             V1ALPHA2 => {
                 let old = DeviceToV1alpha2.resource(self.clone());
                 Ok(Wire::of(&old, old.name.clone()))
             }
-            other => Err(ServiceError::Internal(format!(
+            other => Err(ModelError::Internal(format!(
                 "devices have no API version {other}"
             ))),
         }
     }
 
-    fn from_wire(any: &prost_types::Any, key: &StorageKey) -> Result<Self, ServiceError> {
+    fn from_wire(any: &prost_types::Any, key: &StorageKey) -> Result<Self, ModelError> {
         let type_name = fleetlog_projections::projection::type_name_of(&any.type_url);
         if type_name == v1alpha2::Device::default().descriptor().full_name() {
             let old: v1alpha2::Device = decode_own_version(any)?;
             let (_, name) = StorageKey::parse::<DeviceName>(key.as_str())
-                .map_err(|e| ServiceError::Internal(format!("storage key {key}: {e}")))?;
+                .map_err(|e| ModelError::Internal(format!("storage key {key}: {e}")))?;
             return Ok(DeviceToV1::new(name.region).resource(old));
         }
         decode_own_version(any)

@@ -11,22 +11,12 @@ use std::time::Duration;
 use fleetlog_events::Id;
 use fleetlog_projections::Projection;
 use fleetlog_proto::meta::v1::deployment::{AvailableUpgrade, Stage, UpgradeState};
-use fleetlog_proto::meta::v1::deployment_service_server::DeploymentService;
-use fleetlog_proto::meta::v1::{
-    BatchGetDeploymentsRequest, BatchGetDeploymentsResponse, BeginUpgradeRequest,
-    CreateDeploymentRequest, DeleteDeploymentRequest, Deployment, DeploymentChange,
-    GetDeploymentRequest, ListDeploymentsRequest, ListDeploymentsResponse,
-    NotifyShardsUpgradeReadinessRequest, RollbackUpgradeRequest, Service,
-    SetAvailableUpgradeRequest, UpdateDeploymentRequest, WatchDeploymentRequest,
-    WatchDeploymentResponse, WatchDeploymentsRequest, WatchDeploymentsResponse,
-};
+use fleetlog_proto::meta::v1::{Deployment, Service};
 use prost_reflect::ReflectMessage;
 
-pub use super::names::{DeploymentName, DeploymentParent};
-use super::names::{RegionName, ServiceName};
-use crate::engine::access::Access;
-use crate::engine::{Engine, FieldViolation, Resource, Surroundings};
-use crate::error::ServiceError;
+use super::names::{DeploymentName, RegionName, ServiceName};
+use crate::error::ModelError;
+use crate::{FieldViolation, Resource, Surroundings};
 
 /// The shard ring size upgrades report progress over (API.md).
 pub const DEFAULT_TOTAL_SHARDS: i64 = 16;
@@ -43,7 +33,7 @@ impl Resource for Deployment {
     const FIELD: &'static str = "deployment";
     const ID_FIELD: &'static str = "deployment_id";
     const API_VERSION: &'static str = super::V1;
-    const AREA: crate::engine::access::Area = crate::engine::access::Area::Meta;
+    const AREA: crate::Area = crate::Area::Meta;
 
     crate::resource_fields!();
 
@@ -66,13 +56,13 @@ impl Resource for Deployment {
         Ok(())
     }
 
-    fn check_references(&self, around: &Surroundings<'_>) -> Result<(), ServiceError> {
+    fn check_references(&self, around: &Surroundings<'_>) -> Result<(), ModelError> {
         let Ok(name) = self.name.parse::<DeploymentName>() else {
             return Ok(());
         };
         let service = service_of(around.projection, &name)?;
         if !service.all_versions.contains(&self.current_version) {
-            return Err(ServiceError::invalid(
+            return Err(ModelError::invalid(
                 "deployment.current_version",
                 format!(
                     "{} is not a version of {} (it has {})",
@@ -87,12 +77,12 @@ impl Resource for Deployment {
 
     /// A deployment is in use while fleetd runs it, or while a service
     /// deployed in its region imports its service.
-    fn check_delete(&self, around: &Surroundings<'_>) -> Result<(), ServiceError> {
+    fn check_delete(&self, around: &Surroundings<'_>) -> Result<(), ModelError> {
         let Ok(name) = self.name.parse::<DeploymentName>() else {
             return Ok(());
         };
         if name.deployment == *around.region && around.runs.contains(&name.service.as_str()) {
-            return Err(ServiceError::FailedPrecondition(format!(
+            return Err(ModelError::FailedPrecondition(format!(
                 "{name} is run by this fleetd (region {}); it cannot be deleted while it runs",
                 around.region
             )));
@@ -113,7 +103,7 @@ impl Resource for Deployment {
             }
         }
         if !importers.is_empty() {
-            return Err(ServiceError::FailedPrecondition(format!(
+            return Err(ModelError::FailedPrecondition(format!(
                 "{name} is needed by {}, which import {service} and are deployed in {region}; \
                  delete their deployments in {region} first",
                 importers.join(", ")
@@ -124,7 +114,7 @@ impl Resource for Deployment {
 }
 
 /// The Service record of a deployment, from the Meta projection.
-fn service_of(projection: &Projection, name: &DeploymentName) -> Result<Service, ServiceError> {
+pub fn service_of(projection: &Projection, name: &DeploymentName) -> Result<Service, ModelError> {
     let service = ServiceName {
         service: name.service.clone(),
     };
@@ -134,11 +124,11 @@ fn service_of(projection: &Projection, name: &DeploymentName) -> Result<Service,
         &service.to_string(),
     )?
     .ok_or_else(|| {
-        ServiceError::FailedPrecondition(format!("{service} is not registered in Meta"))
+        ModelError::FailedPrecondition(format!("{service} is not registered in Meta"))
     })?;
     found
         .transcode_to::<Service>()
-        .map_err(|e| ServiceError::Internal(format!("a stored service does not decode: {e}")))
+        .map_err(|e| ModelError::Internal(format!("a stored service does not decode: {e}")))
 }
 
 /// Whether the previous version's projection stays fed after a switch
@@ -159,10 +149,10 @@ fn shards(total: i64) -> Vec<i64> {
     (0..total).collect()
 }
 
-fn require_ready(deployment: &Deployment, action: &str) -> Result<(), ServiceError> {
+fn require_ready(deployment: &Deployment, action: &str) -> Result<(), ModelError> {
     match stage(deployment) {
         Stage::Ready => Ok(()),
-        other => Err(ServiceError::FailedPrecondition(format!(
+        other => Err(ModelError::FailedPrecondition(format!(
             "{action} needs the deployment in stage READY, but an upgrade to {} is in stage {}; wait for it or roll it back",
             deployment
                 .upgrade_state
@@ -178,12 +168,12 @@ pub fn set_available_upgrade(
     all_versions: &[String],
     target: &str,
     total_shards: i64,
-) -> Result<(), ServiceError> {
+) -> Result<(), ModelError> {
     if target.is_empty() {
-        return Err(ServiceError::invalid("target_api_version", "is required"));
+        return Err(ModelError::invalid("target_api_version", "is required"));
     }
     if !all_versions.iter().any(|v| v == target) {
-        return Err(ServiceError::invalid(
+        return Err(ModelError::invalid(
             "target_api_version",
             format!(
                 "{target} is not one of the service's versions ({})",
@@ -192,14 +182,14 @@ pub fn set_available_upgrade(
         ));
     }
     if !(0..=1024).contains(&total_shards) {
-        return Err(ServiceError::invalid(
+        return Err(ModelError::invalid(
             "total_shards_count",
             "must be between 1 and 1024 (0 means 16)",
         ));
     }
     require_ready(deployment, SET_AVAILABLE_UPGRADE)?;
     if target == deployment.current_version {
-        return Err(ServiceError::FailedPrecondition(format!(
+        return Err(ModelError::FailedPrecondition(format!(
             "the deployment already serves {target}"
         )));
     }
@@ -214,10 +204,10 @@ pub fn set_available_upgrade(
     Ok(())
 }
 
-pub fn begin_upgrade(deployment: &mut Deployment) -> Result<(), ServiceError> {
+pub fn begin_upgrade(deployment: &mut Deployment) -> Result<(), ModelError> {
     require_ready(deployment, BEGIN_UPGRADE)?;
     let Some(available) = deployment.available_upgrade.clone() else {
-        return Err(ServiceError::FailedPrecondition(
+        return Err(ModelError::FailedPrecondition(
             "no upgrade is available: call SetAvailableUpgrade first".into(),
         ));
     };
@@ -240,21 +230,21 @@ pub fn notify_shards(
     from: i64,
     to: i64,
     ready: bool,
-) -> Result<(), ServiceError> {
+) -> Result<(), ModelError> {
     let Some(state) = deployment.upgrade_state.as_mut() else {
-        return Err(ServiceError::FailedPrecondition(
+        return Err(ModelError::FailedPrecondition(
             "no upgrade is in progress".into(),
         ));
     };
     if state.stage() != Stage::InitialSyncing {
-        return Err(ServiceError::FailedPrecondition(format!(
+        return Err(ModelError::FailedPrecondition(format!(
             "shard readiness is reported while INITIAL_SYNCING, not in {}",
             state.stage().as_str_name()
         )));
     }
     let total = (state.ready_shards.len() + state.pending_shards.len()) as i64;
     if from < 0 || to < from || to >= total {
-        return Err(ServiceError::invalid(
+        return Err(ModelError::invalid(
             "shards_from",
             format!("[{from}, {to}] is not a range of shards 0 to {}", total - 1),
         ));
@@ -282,9 +272,9 @@ pub fn rollback_upgrade(
     deployment: &mut Deployment,
     all_versions: &[String],
     to_version: &str,
-) -> Result<(), ServiceError> {
+) -> Result<(), ModelError> {
     if !all_versions.iter().any(|v| v == to_version) {
-        return Err(ServiceError::invalid(
+        return Err(ModelError::invalid(
             "to_version",
             format!(
                 "{to_version:?} is not one of the service's versions ({})",
@@ -329,10 +319,10 @@ pub fn rollback_upgrade(
             });
             Ok(())
         }
-        Stage::Ready => Err(ServiceError::FailedPrecondition(format!(
+        Stage::Ready => Err(ModelError::FailedPrecondition(format!(
             "the deployment already serves {to_version}"
         ))),
-        other => Err(ServiceError::FailedPrecondition(format!(
+        other => Err(ModelError::FailedPrecondition(format!(
             "cannot roll back while the switch is {}; retry when it is READY",
             other.as_str_name()
         ))),
@@ -340,14 +330,14 @@ pub fn rollback_upgrade(
 }
 
 /// The switch happened: the target is current, writes resumed after `pause`.
-pub fn complete_switch(deployment: &mut Deployment, pause: Duration) -> Result<(), ServiceError> {
+pub fn complete_switch(deployment: &mut Deployment, pause: Duration) -> Result<(), ModelError> {
     let Some(state) = deployment.upgrade_state.as_mut() else {
-        return Err(ServiceError::FailedPrecondition(
+        return Err(ModelError::FailedPrecondition(
             "no switch is in progress".into(),
         ));
     };
     if state.stage() != Stage::Switching {
-        return Err(ServiceError::FailedPrecondition(format!(
+        return Err(ModelError::FailedPrecondition(format!(
             "the deployment is in stage {}, not SWITCHING",
             state.stage().as_str_name()
         )));
@@ -365,141 +355,14 @@ pub fn complete_switch(deployment: &mut Deployment, pause: Duration) -> Result<(
     Ok(())
 }
 
-/// The gRPC `DeploymentService`.
-pub struct DeploymentApi {
-    engine: Engine<Deployment>,
-}
-
-impl DeploymentApi {
-    pub fn new(engine: Engine<Deployment>) -> Self {
-        DeploymentApi { engine }
-    }
-
-    /// Runs one Deployment action: the caller needs write access to Meta
-    /// (the bootstrap admin's), `prepare` reads what the decision needs
-    /// once, and `decide` (a pure function above) changes the deployment
-    /// inside the engine's read → decide → append loop.
-    async fn act<T: ActionRequest, P>(
-        &self,
-        request: tonic::Request<T>,
-        action: &str,
-        prepare: impl FnOnce(&Self, &T) -> Result<P, ServiceError>,
-        decide: impl Fn(&mut Deployment, &T, &P) -> Result<(), ServiceError>,
-    ) -> Result<tonic::Response<Deployment>, tonic::Status> {
-        let ctx = self.engine.context();
-        let caller = ctx.caller(&request)?;
-        let r = request.into_inner();
-        ctx.authorize_name::<Deployment>(&caller, Access::Write, "name", r.name())?;
-        let prepared = prepare(self, &r)?;
-        let done = self
-            .engine
-            .act(r.name(), action, 0, r.request_id(), |d| {
-                decide(d, &r, &prepared)
-            })
-            .await?;
-        Ok(tonic::Response::new(done))
-    }
-
-    /// The API versions of the deployment's service, which an upgrade
-    /// target or a rollback version must be one of.
-    fn versions(&self, r: &impl ActionRequest) -> Result<Vec<String>, ServiceError> {
-        let name: DeploymentName = r.name().parse().map_err(|e: fleetlog_events::NameError| {
-            ServiceError::invalid("name", e.to_string())
-        })?;
-        Ok(service_of(&self.engine.projection(), &name)?.all_versions)
-    }
-}
-
 /// The name of `service`'s deployment in `region`.
-pub fn deployment_name(service: &str, region: &Id) -> Result<DeploymentName, ServiceError> {
+pub fn deployment_name(service: &str, region: &Id) -> Result<DeploymentName, ModelError> {
     Ok(DeploymentName {
         service: Id::parse_domain(service)
-            .map_err(|e| ServiceError::Internal(format!("service {service}: {e}")))?,
+            .map_err(|e| ModelError::Internal(format!("service {service}: {e}")))?,
         deployment: region.clone(),
     })
 }
-
-crate::standard_service! {
-    impl DeploymentService for DeploymentApi {
-        resource: Deployment,
-        field: deployment,
-        plural: deployments,
-        id_field: deployment_id,
-        change: DeploymentChange,
-        get: get_deployment(GetDeploymentRequest),
-        batch_get: batch_get_deployments(BatchGetDeploymentsRequest) -> BatchGetDeploymentsResponse,
-        list: list_deployments(ListDeploymentsRequest) -> ListDeploymentsResponse,
-        watch_one: watch_deployment(WatchDeploymentRequest) -> WatchDeploymentResponse, stream WatchDeploymentStream,
-        watch: watch_deployments(WatchDeploymentsRequest) -> WatchDeploymentsResponse, stream WatchDeploymentsStream,
-        create: create_deployment(CreateDeploymentRequest),
-        update: update_deployment(UpdateDeploymentRequest),
-        delete: delete_deployment(DeleteDeploymentRequest),
-    }
-
-    async fn set_available_upgrade(
-        &self,
-        request: tonic::Request<SetAvailableUpgradeRequest>,
-    ) -> Result<tonic::Response<Deployment>, tonic::Status> {
-        self.act(request, SET_AVAILABLE_UPGRADE, Self::versions, |d, r, versions| {
-            set_available_upgrade(d, versions, &r.target_api_version, r.total_shards_count)
-        })
-        .await
-    }
-
-    async fn begin_upgrade(
-        &self,
-        request: tonic::Request<BeginUpgradeRequest>,
-    ) -> Result<tonic::Response<Deployment>, tonic::Status> {
-        self.act(request, BEGIN_UPGRADE, |_, _| Ok(()), |d, _, _| begin_upgrade(d))
-            .await
-    }
-
-    async fn notify_shards_upgrade_readiness(
-        &self,
-        request: tonic::Request<NotifyShardsUpgradeReadinessRequest>,
-    ) -> Result<tonic::Response<Deployment>, tonic::Status> {
-        self.act(request, NOTIFY_SHARDS, |_, _| Ok(()), |d, r, _| {
-            notify_shards(d, r.shards_from, r.shards_to, r.ready)
-        })
-        .await
-    }
-
-    async fn rollback_upgrade(
-        &self,
-        request: tonic::Request<RollbackUpgradeRequest>,
-    ) -> Result<tonic::Response<Deployment>, tonic::Status> {
-        self.act(request, ROLLBACK_UPGRADE, Self::versions, |d, r, versions| {
-            rollback_upgrade(d, versions, &r.to_version)
-        })
-        .await
-    }
-}
-
-/// What every Deployment action request carries.
-trait ActionRequest {
-    fn name(&self) -> &str;
-    fn request_id(&self) -> &str;
-}
-
-macro_rules! action_requests {
-    ($($request:ty),*) => {
-        $(impl ActionRequest for $request {
-            fn name(&self) -> &str {
-                &self.name
-            }
-            fn request_id(&self) -> &str {
-                &self.request_id
-            }
-        })*
-    };
-}
-
-action_requests!(
-    SetAvailableUpgradeRequest,
-    BeginUpgradeRequest,
-    NotifyShardsUpgradeReadinessRequest,
-    RollbackUpgradeRequest
-);
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,7 @@
 
 use fleetlog_proto::catalog::{CATALOG, NamePattern};
 
-use crate::engine::registry::{Registered, Registry};
+use crate::registry::{Registered, Registry};
 use crate::{devices, iam, meta};
 
 /// Every service's registrations, with the proto package prefix its

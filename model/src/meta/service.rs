@@ -2,25 +2,20 @@
 //! `services/devices.fleetlog.io`.
 
 use fleetlog_projections::Projection;
-use fleetlog_proto::meta::v1::service_service_server::ServiceService;
-use fleetlog_proto::meta::v1::{
-    BatchGetServicesRequest, BatchGetServicesResponse, CreateServiceRequest, DeleteServiceRequest,
-    Deployment, GetServiceRequest, ListServicesRequest, ListServicesResponse, Service,
-    ServiceChange, UpdateServiceRequest, WatchServiceRequest, WatchServiceResponse,
-    WatchServicesRequest, WatchServicesResponse,
-};
+use fleetlog_proto::meta::v1::{Deployment, Service};
 
-pub use super::names::ServiceName;
+use super::names::ServiceName;
 use super::names::{DeploymentName, DeploymentParent, ServiceParent};
-use crate::engine::{Engine, FieldViolation, Resource, Surroundings, stored_under};
-use crate::error::ServiceError;
+use crate::error::ModelError;
+use crate::stored::stored_under;
+use crate::{FieldViolation, Resource, Surroundings};
 
 impl Resource for Service {
     type Name = ServiceName;
     const FIELD: &'static str = "service";
     const ID_FIELD: &'static str = "service_id";
     const API_VERSION: &'static str = super::V1;
-    const AREA: crate::engine::access::Area = crate::engine::access::Area::Meta;
+    const AREA: crate::Area = crate::Area::Meta;
 
     crate::resource_fields!();
 
@@ -44,7 +39,7 @@ impl Resource for Service {
 
     /// A service may import another only where that one is deployed in all
     /// of its regions.
-    fn check_references(&self, around: &Surroundings<'_>) -> Result<(), ServiceError> {
+    fn check_references(&self, around: &Surroundings<'_>) -> Result<(), ModelError> {
         let Ok(name) = self.name.parse::<ServiceName>() else {
             return Ok(());
         };
@@ -60,7 +55,7 @@ impl Resource for Service {
                 .cloned()
                 .collect();
             if !missing.is_empty() {
-                return Err(ServiceError::FailedPrecondition(format!(
+                return Err(ModelError::FailedPrecondition(format!(
                     "{name} cannot import {imported}: it is not deployed in {}; deploy it there first",
                     missing.join(", ")
                 )));
@@ -71,12 +66,12 @@ impl Resource for Service {
 
     /// A service is in use while fleetd runs it, it has deployments, or
     /// another service imports it.
-    fn check_delete(&self, around: &Surroundings<'_>) -> Result<(), ServiceError> {
+    fn check_delete(&self, around: &Surroundings<'_>) -> Result<(), ModelError> {
         let Ok(name) = self.name.parse::<ServiceName>() else {
             return Ok(());
         };
         if around.runs.contains(&name.service.as_str()) {
-            return Err(ServiceError::FailedPrecondition(format!(
+            return Err(ModelError::FailedPrecondition(format!(
                 "{name} is run by this fleetd (region {}); it cannot be deleted while it runs",
                 around.region
             )));
@@ -84,14 +79,14 @@ impl Resource for Service {
         let deployments = deployments_of(around.projection, &name)?;
         if !deployments.is_empty() {
             let names: Vec<String> = deployments.into_iter().map(|d| d.name).collect();
-            return Err(ServiceError::FailedPrecondition(format!(
+            return Err(ModelError::FailedPrecondition(format!(
                 "{name} has deployments ({}); delete them first",
                 names.join(", ")
             )));
         }
         let importers = importers_of(around.projection, &name)?;
         if !importers.is_empty() {
-            return Err(ServiceError::FailedPrecondition(format!(
+            return Err(ModelError::FailedPrecondition(format!(
                 "{name} is imported by {}; remove it from their imported_services first",
                 importers.join(", ")
             )));
@@ -104,7 +99,7 @@ impl Resource for Service {
 pub fn deployments_of(
     projection: &Projection,
     service: &ServiceName,
-) -> Result<Vec<Deployment>, ServiceError> {
+) -> Result<Vec<Deployment>, ModelError> {
     stored_under::<Deployment>(
         projection,
         &DeploymentParent {
@@ -117,7 +112,7 @@ pub fn deployments_of(
 pub fn deployment_regions(
     projection: &Projection,
     service: &ServiceName,
-) -> Result<Vec<String>, ServiceError> {
+) -> Result<Vec<String>, ModelError> {
     Ok(deployments_of(projection, service)?
         .iter()
         .filter_map(|d| d.name.parse::<DeploymentName>().ok())
@@ -129,39 +124,11 @@ pub fn deployment_regions(
 pub fn importers_of(
     projection: &Projection,
     service: &ServiceName,
-) -> Result<Vec<String>, ServiceError> {
+) -> Result<Vec<String>, ModelError> {
     let wanted = service.to_string();
     Ok(stored_under::<Service>(projection, &ServiceParent {})?
         .into_iter()
         .filter(|s| s.imported_services.contains(&wanted))
         .map(|s| s.name)
         .collect())
-}
-
-pub struct ServiceApi {
-    engine: Engine<Service>,
-}
-
-impl ServiceApi {
-    pub fn new(engine: Engine<Service>) -> Self {
-        ServiceApi { engine }
-    }
-}
-
-crate::standard_service! {
-    impl ServiceService for ServiceApi {
-        resource: Service,
-        field: service,
-        plural: services,
-        id_field: service_id,
-        change: ServiceChange,
-        get: get_service(GetServiceRequest),
-        batch_get: batch_get_services(BatchGetServicesRequest) -> BatchGetServicesResponse,
-        list: list_services(ListServicesRequest) -> ListServicesResponse,
-        watch_one: watch_service(WatchServiceRequest) -> WatchServiceResponse, stream WatchServiceStream,
-        watch: watch_services(WatchServicesRequest) -> WatchServicesResponse, stream WatchServicesStream,
-        create: create_service(CreateServiceRequest),
-        update: update_service(UpdateServiceRequest),
-        delete: delete_service(DeleteServiceRequest),
-    }
 }

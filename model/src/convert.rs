@@ -9,7 +9,7 @@ use fleetlog_projections::projection::type_name_of;
 use fleetlog_projections::store::Op;
 use fleetlog_projections::{Converter, ProjectionError};
 
-use super::Resource;
+use crate::Resource;
 
 /// Converts the events of a service's resource types into one API version.
 pub struct VersionConverter {

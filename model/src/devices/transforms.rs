@@ -24,7 +24,7 @@ use super::names::{
     DeviceName as V1DeviceName, DeviceParent as V1DeviceParent,
     ProvisioningPolicyName as V1PolicyName, ProvisioningPolicyParent as V1PolicyParent,
 };
-use crate::engine::versioned::Transform;
+use crate::transform::Transform;
 
 /// Field paths that moved: (v1alpha2, v1).
 const MOVED_PATHS: &[(&str, &str)] = &[
@@ -423,7 +423,7 @@ mod tests {
     //! the snapshot.
 
     use super::*;
-    use crate::engine::versioned::{translate_filter, translate_mask, translate_order};
+    use crate::transform::{translate_filter, translate_mask, translate_order};
     use fleetlog_proto::api::v1::Metadata;
     use fleetlog_proto::devices::v1::device::spec::LoggingConfig;
 

@@ -4,8 +4,8 @@
 //! written and never readable (every read NOT_FOUND), so it fails a test
 //! instead.
 
-use super::Resource;
-use super::convert::VersionConverter;
+use crate::Resource;
+use crate::convert::VersionConverter;
 use fleetlog_events::ResourceName;
 
 /// What a service says about one of its resource types.
