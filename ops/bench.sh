@@ -5,5 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./ops/setup.sh
 . ./ops/env.sh
-cargo build --locked -p fleetlog-services --bin fleetd -p fleetlog-bench --bin fleetlog-bench
+# The same build as ops/test.sh and ops/run.sh, so none of them recompiles
+# what another built.
+cargo build --workspace --all-targets --locked
 exec "$CARGO_TARGET_DIR/debug/fleetlog-bench" "$@"
