@@ -2,6 +2,9 @@
 //! ports with their own temporary store, stopped by PID; and `fleetd` run as
 //! a real process.
 //!
+//! [`NatsCluster`] (module [`cluster`]) runs several nats-server processes
+//! as one JetStream cluster, with faults: SIGKILL, restart, lame duck mode.
+//!
 //! Nothing here mocks the log or the database. Every suite in `tests/tests`
 //! (and the crates' own integration tests) starts what it needs through this
 //! crate.
@@ -9,6 +12,10 @@
 //! fleetd authenticates every gRPC call (`authorization: Bearer <key>`):
 //! [`admin`] connects with [`ADMIN_KEY`], the bootstrap admin key every
 //! fleetd the harness starts is given.
+
+pub mod cluster;
+
+pub use cluster::{ClusterOptions, NatsCluster};
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
