@@ -132,9 +132,6 @@ start_fleetd() {
       rm -f "$state/$name.pid"
       echo "$name: fleetd ${role[$name]} exited with status $rc before it was ready; its log ends:" >&2
       tail -n "+$from" "$log" | tail -n 10 | sed 's/^/    /' >&2
-      if tail -n "+$from" "$log" | grep -q 'unknown field `nats`'; then
-        echo "    (this fleetd predates the \`nats: replicas\` key and the URL list in nats_url that ops/cluster/*.yaml use: build a newer one)" >&2
-      fi
       return 1
     fi
     if [ $SECONDS -ge $deadline ]; then

@@ -9,9 +9,12 @@
 //! * [`EventLog::follow`] and [`EventLog::watch`] consume the stream for
 //!   projectors and watch calls.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_nats::jetstream::{
     self,
@@ -29,9 +32,47 @@ use crate::error::LogError;
 use crate::name::StorageKey;
 use crate::subject::StreamId;
 
-/// How often a conflicting or not-yet-ready write is retried before the
-/// caller sees the error.
-const WRITE_ATTEMPTS: u32 = 6;
+/// The first pause before a transient failure is retried; it doubles up to
+/// [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(5);
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// Longest one attempt waits for its answer. An answer lost with a node
+/// (the write may have been stored) is retried with the same message ID and
+/// expected sequence, which the stream recognises.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+
+tokio::task_local! {
+    /// When the call this task serves must be answered (its client's
+    /// deadline less a margin): log calls inside it stop retrying then.
+    static CALL_DEADLINE: Instant;
+}
+
+/// Runs `call` with `deadline` ending the retries of every log call in it,
+/// when that comes before the log's own [`LogOptions::retry_for`].
+pub async fn answer_by<F: Future>(deadline: Instant, call: F) -> F::Output {
+    CALL_DEADLINE.scope(deadline, call).await
+}
+
+/// How the streams are kept and how long calls ride out a cluster's
+/// transient states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Copies of the stream: 1 on one server, 3 on a three-node cluster.
+    pub replicas: usize,
+    /// Longest a call retries a transient state (a leader election, a
+    /// reconnect to another node, a write to the subject in flight) before
+    /// it fails as unavailable.
+    pub retry_for: Duration,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            replicas: 1,
+            retry_for: Duration::from_secs(10),
+        }
+    }
+}
 
 /// The newest server Fleetlog's log client is known to work with and the
 /// oldest it accepts. Older servers silently ignore config they do not know
@@ -138,6 +179,7 @@ pub struct EventLog {
     stream: stream::Stream,
     id: StreamId,
     features: ServerFeatures,
+    options: LogOptions,
     /// The newest revision an append through this handle (or a clone of
     /// it) was acknowledged at: what this process has told a client is
     /// written. Queries wait for their projection to reach it, so a read
@@ -146,9 +188,19 @@ pub struct EventLog {
 }
 
 impl EventLog {
-    /// Creates the stream if needed and checks that the server kept the
-    /// configuration Fleetlog asked for.
+    /// [`EventLog::open_with`] the default options: one replica.
     pub async fn open(client: async_nats::Client, id: StreamId) -> Result<Self, LogError> {
+        Self::open_with(client, id, LogOptions::default()).await
+    }
+
+    /// Creates the stream if needed, scales an existing one to
+    /// `options.replicas`, and checks that the server kept the
+    /// configuration Fleetlog asked for.
+    pub async fn open_with(
+        client: async_nats::Client,
+        id: StreamId,
+        options: LogOptions,
+    ) -> Result<Self, LogError> {
         let features = ServerFeatures::detect(&client)?;
         let js = jetstream::new(client.clone());
         let wanted = stream::Config {
@@ -160,24 +212,23 @@ impl EventLog {
             duplicate_window: Duration::from_secs(120),
             allow_direct: true,
             deny_delete: true,
+            num_replicas: options.replicas,
             ..Default::default()
         };
-        let mut stream = js
-            .get_or_create_stream(wanted.clone())
-            .await
-            .map_err(|e| LogError::unavailable("creating the event stream", e))?;
-        let info = stream
+        let stream = ensure_stream(&js, wanted.clone()).await?;
+        let mut echoed = stream.clone();
+        let info = echoed
             .info()
             .await
             .map_err(|e| LogError::unavailable("reading the event stream", e))?;
         check_echoed_config(&wanted, &info.config)?;
-        let stream = stream.clone();
         Ok(EventLog {
             client,
             js,
             stream,
             id,
             features,
+            options,
             acknowledged: Arc::default(),
         })
     }
@@ -207,65 +258,147 @@ impl EventLog {
     }
 
     async fn state(&self) -> Result<stream::State, LogError> {
-        let mut stream = self.stream.clone();
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| LogError::unavailable("reading the stream state", e))?;
-        Ok(info.state.clone())
+        let this = self;
+        self.retrying("reading the stream state", "", move || async move {
+            this.check_connected()?;
+            let mut stream = this.stream.clone();
+            match stream.info().await {
+                Ok(info) => Ok(info.state.clone()),
+                Err(err) => Err(Failure::transient(err.to_string())),
+            }
+        })
+        .await
     }
 
-    /// Commands fail fast while the connection is down instead of waiting
-    /// out the request timeout; the client reconnects by itself.
-    fn ensure_connected(&self) -> Result<(), LogError> {
+    /// While the connection is down an attempt is not even sent: the
+    /// client reconnects by itself (to another node of a cluster), and the
+    /// call retries until then or its deadline.
+    fn check_connected(&self) -> Result<(), Failure> {
         match self.client.connection_state() {
             async_nats::connection::State::Connected => Ok(()),
-            state => Err(LogError::Unavailable(format!(
+            state => Err(Failure::transient(format!(
                 "not connected to NATS ({state})"
             ))),
         }
     }
 
+    /// When the current call's retries end: the log's own budget, or the
+    /// caller's deadline when that comes first.
+    fn retry_until(&self) -> Instant {
+        let own = Instant::now() + self.options.retry_for;
+        CALL_DEADLINE
+            .try_with(|deadline| (*deadline).min(own))
+            .unwrap_or(own)
+    }
+
+    /// Runs `attempt` until it succeeds or fails for good, retrying its
+    /// transient failures with backoff until [`Self::retry_until`]; an
+    /// attempt without an answer in time counts as transient. `what` names
+    /// the call in the error; `subject` is the one a write conflicted on.
+    async fn retrying<T, F>(
+        &self,
+        what: &str,
+        subject: &str,
+        mut attempt: impl FnMut() -> F,
+    ) -> Result<T, LogError>
+    where
+        F: Future<Output = Result<T, Failure>>,
+    {
+        let until = self.retry_until();
+        let mut backoff = FIRST_BACKOFF;
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            let attempt_ends = until.min(Instant::now() + ATTEMPT_TIMEOUT);
+            let failure = match tokio::time::timeout_at(attempt_ends, attempt()).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(failure)) => failure,
+                Err(_) => Failure::transient(format!("no answer within {ATTEMPT_TIMEOUT:?}")),
+            };
+            let (reason, in_flight) = match failure {
+                Failure::Final(err) => return Err(err),
+                Failure::Transient { reason, in_flight } => (reason, in_flight),
+            };
+            if Instant::now() + backoff >= until {
+                return Err(if in_flight {
+                    LogError::Conflict {
+                        subject: subject.to_owned(),
+                    }
+                } else {
+                    LogError::Unavailable(format!("{what}: {reason} (tried {tries} times)"))
+                });
+            }
+            tracing::debug!(subject, tries, reason, "retrying {what}");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
     /// The last event of a resource, read through the stream leader.
     pub async fn last(&self, key: &StorageKey) -> Result<Option<StoredEvent>, LogError> {
-        self.ensure_connected()?;
         let subject = self.id.resource_subject(key);
-        match self.stream.get_last_raw_message_by_subject(&subject).await {
-            Ok(message) => Ok(Some(StoredEvent::decode(
-                Revision(message.sequence),
-                message.subject.as_str(),
-                &message.payload,
-            )?)),
-            Err(err) => match err.kind() {
-                stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
-                _ => Err(LogError::unavailable("reading the current state", err)),
-            },
-        }
+        self.last_on(&subject).await
+    }
+
+    async fn last_on(&self, subject: &str) -> Result<Option<StoredEvent>, LogError> {
+        let this = self;
+        let message = self
+            .retrying("reading the current state", subject, move || async move {
+                this.check_connected()?;
+                match this.stream.get_last_raw_message_by_subject(subject).await {
+                    Ok(message) => Ok(Some(message)),
+                    Err(err) => match err.kind() {
+                        stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+                        // No leader yet, or none reachable: it comes back.
+                        _ => Err(Failure::transient(err.to_string())),
+                    },
+                }
+            })
+            .await?;
+        message
+            .map(|message| {
+                StoredEvent::decode(
+                    Revision(message.sequence),
+                    message.subject.as_str(),
+                    &message.payload,
+                )
+            })
+            .transpose()
     }
 
     /// The sequence of the newest event on any subject matching `filter`
     /// (a wildcard such as one shard's subjects); `Revision::NONE` if none.
     pub async fn last_revision_on(&self, filter: &str) -> Result<Revision, LogError> {
-        self.ensure_connected()?;
-        match self.stream.get_last_raw_message_by_subject(filter).await {
-            Ok(message) => Ok(Revision(message.sequence)),
-            Err(err) => match err.kind() {
-                stream::LastRawMessageErrorKind::NoMessageFound => Ok(Revision::NONE),
-                _ => Err(LogError::unavailable(
-                    "reading the last event of a subject filter",
-                    err,
-                )),
+        let this = self;
+        self.retrying(
+            "reading the last event of a subject filter",
+            filter,
+            move || async move {
+                this.check_connected()?;
+                match this.stream.get_last_raw_message_by_subject(filter).await {
+                    Ok(message) => Ok(Revision(message.sequence)),
+                    Err(err) => match err.kind() {
+                        stream::LastRawMessageErrorKind::NoMessageFound => Ok(Revision::NONE),
+                        _ => Err(Failure::transient(err.to_string())),
+                    },
+                }
             },
-        }
+        )
+        .await
     }
 
-    /// One event by sequence.
+    /// One event by sequence, through the stream leader.
     pub async fn get(&self, revision: Revision) -> Result<StoredEvent, LogError> {
+        let this = self;
         let message = self
-            .stream
-            .get_raw_message(revision.get())
-            .await
-            .map_err(|e| LogError::unavailable("reading an event", e))?;
+            .retrying("reading an event", "", move || async move {
+                this.check_connected()?;
+                this.stream
+                    .get_raw_message(revision.get())
+                    .await
+                    .map_err(|e| Failure::transient(e.to_string()))
+            })
+            .await?;
         StoredEvent::decode(revision, message.subject.as_str(), &message.payload)
     }
 
@@ -297,57 +430,60 @@ impl EventLog {
         expected: Revision,
         command: &CommandId,
     ) -> Result<Appended, LogError> {
-        self.ensure_connected()?;
         let subject = self.id.resource_subject(key);
         let payload = Bytes::from(change.encode_to_vec());
         // Scoped by subject: a client reusing a request id for another
         // resource must not be answered with the first resource's event.
         let message_id = format!("{command}@{key}");
-        let mut backoff = Duration::from_millis(5);
-        for attempt in 1..=WRITE_ATTEMPTS {
-            let publish = PublishMessage::build()
-                .payload(payload.clone())
-                .message_id(&message_id)
-                .expected_last_subject_sequence(expected.get())
-                .header(COMMAND_ID_HEADER, command.as_str());
-            let outcome = match self.js.send_publish(subject.clone(), publish).await {
-                Ok(ack) => ack.await,
-                Err(err) => Err(err),
-            };
-            match outcome {
-                Ok(ack) if ack.duplicate => {
-                    return Ok(Appended::Earlier(Box::new(
-                        self.get(Revision(ack.sequence)).await?,
-                    )));
+        // Every attempt sends the same message ID and expected sequence, so
+        // a retry of a write that was stored after all (its answer lost
+        // with a node) is recognised, never written twice.
+        let (this, payload, message_id, target) = (self, &payload, &message_id, &subject);
+        let published = self
+            .retrying("appending an event", &subject, move || async move {
+                this.check_connected()?;
+                let publish = PublishMessage::build()
+                    .payload(payload.clone())
+                    .message_id(message_id)
+                    .expected_last_subject_sequence(expected.get())
+                    .header(COMMAND_ID_HEADER, command.as_str());
+                let outcome = match this.js.send_publish(target.clone(), publish).await {
+                    Ok(ack) => ack.await,
+                    Err(err) => Err(err),
+                };
+                match outcome {
+                    Ok(ack) => Ok(Ok(ack)),
+                    Err(err) => match classify_publish_error(&err) {
+                        PublishFailure::WrongLastSequence => Ok(Err(())),
+                        PublishFailure::InFlight => Err(Failure::in_flight(err.to_string())),
+                        PublishFailure::NoLeader => Err(Failure::transient(err.to_string())),
+                        PublishFailure::Unavailable => Err(Failure::Final(LogError::unavailable(
+                            "appending an event",
+                            err,
+                        ))),
+                    },
                 }
-                Ok(ack) => return Ok(Appended::Written(Revision(ack.sequence))),
-                Err(err) => match classify_publish_error(&err) {
-                    PublishFailure::WrongLastSequence => {
-                        // On a single 2.12+ server an identical retry lands
-                        // here instead of being reported as a duplicate.
-                        return match self.last(key).await? {
-                            Some(last) if last.change.command_id == command.as_str() => {
-                                Ok(Appended::Earlier(Box::new(last)))
-                            }
-                            _ => Err(LogError::WrongLastSequence {
-                                subject,
-                                expected: expected.get(),
-                            }),
-                        };
-                    }
-                    PublishFailure::Transient if attempt < WRITE_ATTEMPTS => {
-                        tracing::debug!(%subject, attempt, error = %err, "retrying write");
-                        tokio::time::sleep(backoff).await;
-                        backoff *= 2;
-                    }
-                    PublishFailure::Transient => return Err(LogError::Conflict { subject }),
-                    PublishFailure::Unavailable => {
-                        return Err(LogError::unavailable("appending an event", err));
-                    }
-                },
-            }
+            })
+            .await?;
+        match published {
+            // R3 checks the message ID before the expected sequence: an
+            // identical retry of a stored write is a duplicate.
+            Ok(ack) if ack.duplicate => Ok(Appended::Earlier(Box::new(
+                self.get(Revision(ack.sequence)).await?,
+            ))),
+            Ok(ack) => Ok(Appended::Written(Revision(ack.sequence))),
+            // A single 2.12+ server answers an identical retry with a wrong
+            // last sequence instead.
+            Err(()) => match self.last_on(&subject).await? {
+                Some(last) if last.change.command_id == command.as_str() => {
+                    Ok(Appended::Earlier(Box::new(last)))
+                }
+                _ => Err(LogError::WrongLastSequence {
+                    subject,
+                    expected: expected.get(),
+                }),
+            },
         }
-        Err(LogError::Conflict { subject })
     }
 
     /// Follows the whole stream from `start`, in order, for a projector.
@@ -440,44 +576,142 @@ impl EventLog {
     }
 }
 
+/// Why one attempt of a log call failed.
+enum Failure {
+    /// It passes by itself: an election, a reconnect, a write in flight
+    /// (`in_flight`: another write to the same subject, or a duplicate of
+    /// this one, was still being stored).
+    Transient { reason: String, in_flight: bool },
+    /// Retrying cannot help.
+    Final(LogError),
+}
+
+impl Failure {
+    fn transient(reason: String) -> Self {
+        Failure::Transient {
+            reason,
+            in_flight: false,
+        }
+    }
+
+    fn in_flight(reason: String) -> Self {
+        Failure::Transient {
+            reason,
+            in_flight: true,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
 enum PublishFailure {
     WrongLastSequence,
-    /// Worth retrying: another write in flight (10164), a duplicate still in
-    /// process (10158), a new leader not ready (10163).
-    Transient,
+    /// Another write to the subject still in flight (10164), a duplicate
+    /// of this one still being stored (10158).
+    InFlight,
+    /// No stream leader answers yet: during an election only the leader
+    /// subscribes to the stream's subjects, so a publish gets "no
+    /// responders" (async-nats: `StreamNotFound`), or 10008 (cluster not
+    /// available), or 10163 (a new leader not ready); an answer that timed
+    /// out or a connection that broke mid-publish passes too.
+    NoLeader,
     Unavailable,
 }
 
 fn classify_publish_error(err: &jetstream::context::PublishError) -> PublishFailure {
-    match err.kind() {
-        PublishErrorKind::WrongLastSequence => PublishFailure::WrongLastSequence,
-        PublishErrorKind::Other => {
-            let code = std::error::Error::source(err)
-                .and_then(|source| source.downcast_ref::<jetstream::Error>())
-                .map(|e| e.error_code().0);
-            match code {
-                Some(10164 | 10158 | 10163) => PublishFailure::Transient,
-                _ => PublishFailure::Unavailable,
-            }
-        }
+    let code = std::error::Error::source(err)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .map(|e| e.error_code().0);
+    classify_publish(err.kind(), code)
+}
+
+fn classify_publish(kind: PublishErrorKind, code: Option<u64>) -> PublishFailure {
+    match (kind, code) {
+        (PublishErrorKind::WrongLastSequence, _) => PublishFailure::WrongLastSequence,
+        (PublishErrorKind::Other, Some(10164 | 10158)) => PublishFailure::InFlight,
+        (PublishErrorKind::Other, Some(10008 | 10163)) => PublishFailure::NoLeader,
+        (
+            PublishErrorKind::StreamNotFound
+            | PublishErrorKind::TimedOut
+            | PublishErrorKind::BrokenPipe
+            | PublishErrorKind::MaxAckPending,
+            _,
+        ) => PublishFailure::NoLeader,
         _ => PublishFailure::Unavailable,
     }
 }
 
+/// Creates the stream `wanted` describes, or finds it and scales it to the
+/// wanted replica count (a region grown from one server to a cluster), and
+/// checks that the server kept its subjects and replicas.
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    wanted: stream::Config,
+) -> Result<stream::Stream, LogError> {
+    let replicas = wanted.num_replicas;
+    let mut stream = js.get_or_create_stream(wanted.clone()).await.map_err(|e| {
+        LogError::unavailable(
+            &format!("creating stream {} with {replicas} replica(s)", wanted.name),
+            e,
+        )
+    })?;
+    let mut config = stream
+        .info()
+        .await
+        .map_err(|e| LogError::unavailable("reading the stream", e))?
+        .config
+        .clone();
+    if config.num_replicas != replicas {
+        tracing::info!(
+            stream = %wanted.name,
+            from = config.num_replicas,
+            to = replicas,
+            "scaling the stream's replicas"
+        );
+        config.num_replicas = replicas;
+        js.update_stream(config).await.map_err(|e| {
+            LogError::unavailable(
+                &format!("scaling stream {} to {replicas} replica(s)", wanted.name),
+                e,
+            )
+        })?;
+        stream = js
+            .get_stream(&wanted.name)
+            .await
+            .map_err(|e| LogError::unavailable("reading the stream", e))?;
+        config = stream
+            .info()
+            .await
+            .map_err(|e| LogError::unavailable("reading the stream", e))?
+            .config
+            .clone();
+    }
+    if config.subjects != wanted.subjects {
+        return Err(LogError::Unsupported {
+            feature: "the stream's subjects",
+            detail: format!(
+                "stream {} exists with subjects {:?}, expected {:?}",
+                wanted.name, config.subjects, wanted.subjects
+            ),
+        });
+    }
+    if config.num_replicas != replicas {
+        return Err(LogError::Unsupported {
+            feature: "replicated streams",
+            detail: format!(
+                "stream {} has {} replica(s), expected {replicas}",
+                wanted.name, config.num_replicas
+            ),
+        });
+    }
+    Ok(stream)
+}
+
 /// Older servers drop config fields they do not know instead of failing;
-/// compare what came back with what was asked.
+/// compare what came back with what was asked (subjects and replicas are
+/// [`ensure_stream`]'s).
 fn check_echoed_config(wanted: &stream::Config, echoed: &stream::Config) -> Result<(), LogError> {
     let mismatch =
         |feature: &'static str, detail: String| LogError::Unsupported { feature, detail };
-    if echoed.subjects != wanted.subjects {
-        return Err(mismatch(
-            "the stream's subjects",
-            format!(
-                "stream {} exists with subjects {:?}, expected {:?}",
-                wanted.name, echoed.subjects, wanted.subjects
-            ),
-        ));
-    }
     if echoed.allow_direct != wanted.allow_direct {
         return Err(mismatch(
             "direct get",
@@ -496,6 +730,31 @@ fn check_echoed_config(wanted: &stream::Config, echoed: &stream::Config) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn publish_failures_are_retried_by_kind() {
+        use PublishErrorKind as Kind;
+        for (kind, code, expected) in [
+            (
+                Kind::WrongLastSequence,
+                Some(10071),
+                PublishFailure::WrongLastSequence,
+            ),
+            (Kind::Other, Some(10164), PublishFailure::InFlight),
+            (Kind::Other, Some(10158), PublishFailure::InFlight),
+            (Kind::Other, Some(10008), PublishFailure::NoLeader),
+            (Kind::Other, Some(10163), PublishFailure::NoLeader),
+            (Kind::StreamNotFound, None, PublishFailure::NoLeader),
+            (Kind::TimedOut, None, PublishFailure::NoLeader),
+            (Kind::BrokenPipe, None, PublishFailure::NoLeader),
+            (Kind::MaxAckPending, None, PublishFailure::NoLeader),
+            (Kind::Other, Some(10077), PublishFailure::Unavailable),
+            (Kind::MaxPayloadExceeded, None, PublishFailure::Unavailable),
+            (Kind::Other, None, PublishFailure::Unavailable),
+        ] {
+            assert_eq!(classify_publish(kind, code), expected, "{kind:?} {code:?}");
+        }
+    }
 
     #[test]
     fn parses_server_versions() {

@@ -16,6 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use fleetlog_events::{Id, ParentName, ResourceName};
 use tonic::codegen::http::{HeaderValue, Request, Response};
@@ -255,8 +256,19 @@ where
         {
             Ok(caller) => {
                 let actor = caller.actor();
+                let timeout = grpc_timeout(request.headers().get("grpc-timeout"));
                 request.extensions_mut().insert(caller);
-                Box::pin(ACTOR.scope(actor, self.inner.call(request)))
+                let call = ACTOR.scope(actor, self.inner.call(request));
+                match timeout {
+                    // The log stops retrying a transient state in time for
+                    // the answer (UNAVAILABLE) to reach the client before
+                    // its deadline.
+                    Some(timeout) => Box::pin(fleetlog_events::log::answer_by(
+                        tokio::time::Instant::now() + answer_within(timeout),
+                        call,
+                    )),
+                    None => Box::pin(call),
+                }
             }
             Err(refused) => {
                 let response = tonic::Status::from(refused).into_http();
@@ -266,9 +278,65 @@ where
     }
 }
 
+/// The client's timeout from a `grpc-timeout` header (gRPC over HTTP/2:
+/// at most 8 digits and a unit, `H` `M` `S` `m` `u` `n`); None when absent
+/// or malformed (then only the server's own bounds apply).
+pub fn grpc_timeout(header: Option<&HeaderValue>) -> Option<Duration> {
+    let text = header?.to_str().ok()?;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let value: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(value.checked_mul(3600)?),
+        "M" => Duration::from_secs(value.checked_mul(60)?),
+        "S" => Duration::from_secs(value),
+        "m" => Duration::from_millis(value),
+        "u" => Duration::from_micros(value),
+        "n" => Duration::from_nanos(value),
+        _ => return None,
+    })
+}
+
+/// How long a call with the client timeout `timeout` may work: the
+/// timeout less a tenth of it (at most 250 ms), the time the answer takes
+/// back.
+pub fn answer_within(timeout: Duration) -> Duration {
+    timeout - (timeout / 10).min(Duration::from_millis(250))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_timeout_comes_from_grpc_timeout() {
+        let parse = |text: &str| grpc_timeout(Some(&HeaderValue::from_str(text).expect("header")));
+        assert_eq!(parse("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse("1500m"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(parse("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse("250000u"), Some(Duration::from_millis(250)));
+        assert_eq!(parse("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for malformed in ["", "S", "123456789S", "10s", "1.5S", "-1S", "10"] {
+            assert_eq!(parse(malformed), None, "{malformed:?}");
+        }
+        assert_eq!(grpc_timeout(None), None);
+    }
+
+    #[test]
+    fn a_call_answers_before_its_client_gives_up() {
+        assert_eq!(
+            answer_within(Duration::from_secs(1)),
+            Duration::from_millis(900)
+        );
+        assert_eq!(
+            answer_within(Duration::from_secs(30)),
+            Duration::from_millis(29_750)
+        );
+        assert_eq!(answer_within(Duration::ZERO), Duration::ZERO);
+    }
 
     #[test]
     fn reads_need_read_and_commands_write() {

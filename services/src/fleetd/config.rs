@@ -24,6 +24,26 @@ use serde::de::DeserializeOwned;
 /// The config file format version this build reads.
 pub const CONFIG_VERSION: u32 = 1;
 
+/// JetStream keeps at most this many replicas of a stream.
+pub const MAX_REPLICAS: usize = 5;
+
+/// The servers `nats_url` names: one URL, or several comma-separated.
+pub fn nats_servers(urls: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
+    let servers = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| {
+            url.parse::<async_nats::ServerAddr>()
+                .map_err(|e| format!("{url}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if servers.is_empty() {
+        return Err("no URL".into());
+    }
+    Ok(servers)
+}
+
 // The keys, in the order `ops/config.md` lists them and serde names them in
 // an unknown-key error. Each is `key: Type = default, how;`, `how` being
 // `file_only(FileType)`, `env(VARIABLE, Parser)`, `secret(VARIABLE, Parser)`
@@ -32,7 +52,9 @@ config_keys! {
     /// The config file format version ([`CONFIG_VERSION`]); a file must
     /// state it.
     version: u32 = CONFIG_VERSION, file_only(u32);
-    /// NATS server to use; when unset, `fleetd all` starts its own.
+    /// NATS server to use, or a cluster's nodes comma-separated (the
+    /// client fails over between them); when unset, `fleetd all` starts
+    /// its own.
     nats_url: Option<String> = None, env(FLEETLOG_NATS_URL, Text);
     /// gRPC (and gRPC-Web) listen address.
     listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 7400)),
@@ -50,6 +72,16 @@ config_keys! {
     /// The nats-server binary for the managed server.
     nats_server_bin: PathBuf = PathBuf::from("nats-server"),
         env(FLEETLOG_NATS_SERVER, PathName);
+    /// Copies of every stream fleetd creates: 1 on one server, 3 on a
+    /// three-node cluster (JetStream allows at most 5).
+    nats_replicas: usize = 1, env(FLEETLOG_NATS_REPLICAS, Count);
+    /// Longest a call retries a transient NATS state (a stream leader
+    /// election, a reconnect to another node, a write in flight) before it
+    /// answers UNAVAILABLE, in milliseconds; a shorter client deadline
+    /// wins.
+    nats_retry_ms: u64 = 10_000, env(FLEETLOG_NATS_RETRY_MS, Milliseconds);
+    /// This process's name in metrics and logs; unset: `{role}-{host}-{pid}`.
+    process_name: Option<String> = None, env(FLEETLOG_PROCESS_NAME, Text);
     /// Longest wait for a query's `min_revision`, in milliseconds.
     read_wait_ms: u64 = 5000, env(FLEETLOG_READ_WAIT_MS, Milliseconds);
     /// The Devices API version a new region starts on (later versions are
@@ -114,6 +146,8 @@ struct PathName;
 struct Address;
 struct Milliseconds;
 struct Bytes;
+/// A small whole number (a replica count).
+struct Count;
 /// Comma-separated web origins: a variable holds one string, the file a list.
 struct OriginList;
 
@@ -142,6 +176,13 @@ impl Parse for Milliseconds {
     type Value = u64;
     fn parse(text: &str) -> Result<u64, String> {
         trimmed(text, "a whole number of milliseconds")
+    }
+}
+
+impl Parse for Count {
+    type Value = usize;
+    fn parse(text: &str) -> Result<usize, String> {
+        trimmed(text, "a whole number")
     }
 }
 
@@ -402,13 +443,38 @@ impl Config {
                 format_args!("is also {other}: gRPC and HTTP need different ports"),
             ));
         }
-        if let Some(url) = &self.nats_url
-            && let Err(e) = url.parse::<async_nats::ServerAddr>()
+        if let Some(urls) = &self.nats_url
+            && let Err(e) = nats_servers(urls)
         {
             return Err(sources.invalid(
                 keys::nats_url::NAME,
-                url,
-                format_args!("is rejected: {e}; write it like nats://127.0.0.1:4222"),
+                urls,
+                format_args!(
+                    "is rejected: {e}; write it like nats://127.0.0.1:4222, or a cluster's nodes \
+                     comma-separated: nats://n1:4222,nats://n2:4222,nats://n3:4222"
+                ),
+            ));
+        }
+        if !(1..=MAX_REPLICAS).contains(&self.nats_replicas) {
+            return Err(sources.invalid(
+                keys::nats_replicas::NAME,
+                &self.nats_replicas.to_string(),
+                format_args!(
+                    "must be 1 to {MAX_REPLICAS} (JetStream's limit); 1 on one server, 3 on a \
+                     three-node cluster"
+                ),
+            ));
+        }
+        if let Some(name) = &self.process_name
+            && (name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+        {
+            return Err(sources.invalid(
+                keys::process_name::NAME,
+                name,
+                "may hold only letters, digits, '-', '_' and '.' (it names the process in metrics)",
             ));
         }
         if let Some(endpoint) = &self.otlp_endpoint {
@@ -438,6 +504,10 @@ impl Config {
 
     pub fn read_wait(&self) -> Duration {
         Duration::from_millis(self.read_wait_ms)
+    }
+
+    pub fn nats_retry(&self) -> Duration {
+        Duration::from_millis(self.nats_retry_ms)
     }
 
     pub fn heartbeat_timeout(&self) -> Duration {
@@ -1024,6 +1094,12 @@ mod tests {
     const API: &str = include_str!("../../../ops/config/api.yaml");
     const PROJECTOR: &str = include_str!("../../../ops/config/projector.yaml");
     const DOC: &str = include_str!("../../../ops/config.md");
+    /// The local cluster's processes (ops/cluster.sh).
+    const CLUSTER: [&str; 3] = [
+        include_str!("../../../ops/cluster/api-1.yaml"),
+        include_str!("../../../ops/cluster/api-2.yaml"),
+        include_str!("../../../ops/cluster/projector-1.yaml"),
+    ];
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs
@@ -1071,6 +1147,18 @@ mod tests {
             assert_eq!(config.region, api.region);
         }
         assert_ne!(api.listen, projector.listen);
+        let cluster = CLUSTER
+            .iter()
+            .map(|text| parse(text, &[]))
+            .collect::<Result<Vec<_>, _>>()?;
+        for config in &cluster {
+            let urls = config.nats_url.as_deref().unwrap_or_default();
+            assert_eq!(nats_servers(urls).map(|s| s.len()), Ok(3), "{config:?}");
+            assert_eq!(config.nats_replicas, 3, "{config:?}");
+        }
+        let mut names: Vec<_> = cluster.iter().map(|c| c.process_name.clone()).collect();
+        names.dedup();
+        assert_eq!(names.len(), 3, "every process has its own name: {names:?}");
         Ok(())
     }
 
@@ -1177,6 +1265,9 @@ mod tests {
     fn every_key_has_an_environment_variable_that_wins() -> Result<(), ConfigError> {
         let file = "version: 1\n\
             nats_url: nats://file:4222\n\
+            nats_replicas: 2\n\
+            nats_retry_ms: 4\n\
+            process_name: file-api\n\
             listen: 127.0.0.1:1000\n\
             http_listen: 127.0.0.1:1001\n\
             data_dir: /file/data\n\
@@ -1197,6 +1288,9 @@ mod tests {
             file,
             &[
                 ("FLEETLOG_NATS_URL", "nats://env:4222"),
+                ("FLEETLOG_NATS_REPLICAS", "3"),
+                ("FLEETLOG_NATS_RETRY_MS", "14"),
+                ("FLEETLOG_PROCESS_NAME", "env-api"),
                 ("FLEETLOG_LISTEN", "127.0.0.1:2000"),
                 ("FLEETLOG_HTTP_LISTEN", "127.0.0.1:2001"),
                 ("FLEETLOG_DATA_DIR", "/env/data"),
@@ -1219,6 +1313,9 @@ mod tests {
         let expected = Config {
             version: 1,
             nats_url: Some("nats://env:4222".into()),
+            nats_replicas: 3,
+            nats_retry_ms: 14,
+            process_name: Some("env-api".into()),
             listen: SocketAddr::from(([127, 0, 0, 1], 2000)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 2001)),
             data_dir: "/env/data".into(),
@@ -1482,6 +1579,17 @@ mod tests {
                 "must start with http:// or https://",
             ),
             ("FLEETLOG_NATS_URL", "http://nats:4222", "NATS server URL"),
+            (
+                "FLEETLOG_NATS_URL",
+                "nats://n1:4222,http://n2:4222",
+                "http://n2:4222: ",
+            ),
+            ("FLEETLOG_NATS_URL", ",", "no URL"),
+            ("FLEETLOG_NATS_REPLICAS", "0", "must be 1 to 5"),
+            ("FLEETLOG_NATS_REPLICAS", "7", "must be 1 to 5"),
+            ("FLEETLOG_NATS_REPLICAS", "three", "expected a whole number"),
+            ("FLEETLOG_NATS_RETRY_MS", "10s", "milliseconds"),
+            ("FLEETLOG_PROCESS_NAME", "api 1", "may hold only letters"),
         ] {
             let message = error("version: 1\n", &[(name, value)]);
             let prefix = format!("environment variable {name}={value:?}: ");

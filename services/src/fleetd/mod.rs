@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use fleetlog_events::log::LogOptions;
 use fleetlog_events::{EventLog, Id, StreamId};
 use fleetlog_projections::Converter;
 use fleetlog_projections::active::ProjectionSet;
@@ -43,8 +44,8 @@ use crate::engine::{Engine, ServiceContext};
 use crate::gateway;
 use crate::iam::authorizer::IamAuthorizer;
 use crate::iam::{self, RoleBindingApi, ServiceAccountApi};
+use crate::meta;
 use crate::meta::api::{DeploymentApi, RegionApi, ServiceApi};
-use crate::meta::{self};
 use crate::telemetry::Metrics;
 use crate::upgrade::UpgradeController;
 use fleetlog_model::convert::VersionConverter;
@@ -165,14 +166,22 @@ async fn serve(
     let (reconnected, reconnects) = tokio::sync::watch::channel(0u64);
     let client = connect_nats(nats_url, role, &shutdown, reconnected).await?;
     let region = Id::parse(&config.region)?;
-    let metrics = Arc::new(Metrics::new(
-        &format!("{role:?}").to_lowercase(),
-        &config.region,
-    ));
-    let devices_log = open_log(&client, devices::SERVICE, &region).await?;
-    let meta_log = open_log(&client, meta::SERVICE, &region).await?;
-    let iam_log = open_log(&client, iam::SERVICE, &region).await?;
-    let device_logs = DeviceLogs::open(client.clone(), region.clone()).await?;
+    let role_name = format!("{role:?}").to_lowercase();
+    let process = config
+        .process_name
+        .clone()
+        .unwrap_or_else(|| default_process_name(&role_name));
+    tracing::info!(process, "fleetd process");
+    let metrics = Arc::new(Metrics::new(&role_name, &config.region, &process));
+    let log_options = LogOptions {
+        replicas: config.nats_replicas,
+        retry_for: config.nats_retry(),
+    };
+    let devices_log = open_log(&client, devices::SERVICE, &region, log_options).await?;
+    let meta_log = open_log(&client, meta::SERVICE, &region, log_options).await?;
+    let iam_log = open_log(&client, iam::SERVICE, &region, log_options).await?;
+    let device_logs =
+        DeviceLogs::open(client.clone(), region.clone(), config.nats_replicas).await?;
     let tasks = TaskTracker::new();
     let page_tokens = page_token_key(&config.data_dir)?;
     let projector_failed = CancellationToken::new();
@@ -404,16 +413,38 @@ async fn serve(
     stopped
 }
 
+/// `{role}-{host}-{pid}`: unique among the processes of a region without
+/// configuration (a host runs each pid once).
+fn default_process_name(role: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{role}-{host}-{}", std::process::id())
+}
+
 /// Opens (creating if needed) the stream of one service in this region.
 async fn open_log(
     client: &async_nats::Client,
     service: &str,
     region: &Id,
+    options: LogOptions,
 ) -> anyhow::Result<EventLog> {
     let stream = StreamId::new(Id::parse(service)?, region.clone());
     let log = tokio::time::timeout(
         Duration::from_secs(30),
-        EventLog::open(client.clone(), stream),
+        EventLog::open_with(client.clone(), stream, options),
     )
     .await
     .context("NATS did not answer within 30 s")??;
@@ -454,6 +485,7 @@ async fn connect_nats(
     shutdown: &CancellationToken,
     reconnected: tokio::sync::watch::Sender<u64>,
 ) -> anyhow::Result<async_nats::Client> {
+    let servers = config::nats_servers(url).map_err(anyhow::Error::msg)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let reconnected = reconnected.clone();
@@ -472,7 +504,7 @@ async fn connect_nats(
                     }
                 }
             })
-            .connect(url)
+            .connect(servers.as_slice())
             .await;
         match attempt {
             Ok(client) => return Ok(client),

@@ -98,9 +98,14 @@ struct StreamSample {
 }
 
 impl Metrics {
-    /// `role` and `region` label `fleetlog_fleetd_info`.
-    pub fn new(role: &str, region: &str) -> Self {
-        let mut registry = Registry::default();
+    /// `role` and `region` label `fleetlog_fleetd_info`; `process` labels
+    /// every metric, so the series of a region's fleetd processes stay
+    /// apart wherever they are scraped into one place.
+    pub fn new(role: &str, region: &str, process: &str) -> Self {
+        let mut registry = Registry::with_labels(std::iter::once((
+            std::borrow::Cow::Borrowed("process"),
+            std::borrow::Cow::Owned(process.to_owned()),
+        )));
         let requests = Family::<CallLabels, Counter>::default();
         let durations: Durations = Family::new_with_constructor(new_duration_histogram);
         registry.register(

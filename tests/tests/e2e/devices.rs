@@ -650,7 +650,8 @@ async fn filter_order_and_pages_over_a_thousand_devices() -> anyhow::Result<()> 
 
 #[tokio::test]
 async fn nats_outage_is_unavailable_and_nothing_is_lost() -> anyhow::Result<()> {
-    let mut sandbox = Sandbox::start().await?;
+    // Commands ride out a NATS outage this long before UNAVAILABLE.
+    let mut sandbox = Sandbox::start_with(|c| c.nats_retry_ms = 1_000).await?;
     let mut client = sandbox.client().await?;
     let before = create(&mut client, "before", device(&[], 1)).await?;
 
@@ -783,4 +784,36 @@ async fn commands_for_a_region_this_fleetd_does_not_serve_are_refused() -> anyho
 
 fn revision_of(device: &fleetlog_proto::devices::v1alpha2::Device) -> i64 {
     device.metadata.as_ref().map_or(0, |m| m.revision)
+}
+
+#[tokio::test]
+async fn a_command_answers_unavailable_before_the_client_deadline_while_nats_is_away()
+-> anyhow::Result<()> {
+    // fleetd itself would retry for a minute; the client's deadline wins.
+    let mut sandbox = Sandbox::start_with(|c| c.nats_retry_ms = 60_000).await?;
+    let mut client = sandbox.client().await?;
+    create(&mut client, "before", device(&[], 1)).await?;
+    sandbox.nats.kill9();
+    let deadline = std::time::Duration::from_secs(2);
+    let mut request = tonic::Request::new(CreateDeviceRequest {
+        parent: PARENT.into(),
+        device_id: "during".into(),
+        device: Some(device(&[], 1)),
+        request_id: String::new(),
+    });
+    request.set_timeout(deadline);
+    let started = std::time::Instant::now();
+    let answered = client.create_device(request).await;
+    let took = started.elapsed();
+    assert_code(answered, Code::Unavailable, "unavailable");
+    assert!(
+        took < deadline,
+        "answered after {took:?}, past the client's {deadline:?} deadline"
+    );
+    assert!(
+        took > deadline / 2,
+        "answered after {took:?}: it should have retried for most of the deadline"
+    );
+    sandbox.nats.restart()?;
+    sandbox.stop().await
 }

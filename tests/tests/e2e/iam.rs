@@ -15,7 +15,11 @@ use tonic::Code;
 #[tokio::test]
 async fn a_key_for_an_account_is_not_found_only_when_the_account_is_missing() -> anyhow::Result<()>
 {
-    let mut sandbox = Sandbox::start_with(|c| c.read_wait_ms = 500).await?;
+    let mut sandbox = Sandbox::start_with(|c| {
+        c.read_wait_ms = 500;
+        c.nats_retry_ms = 1_000;
+    })
+    .await?;
     let mut accounts =
         ServiceAccountServiceClient::new(fleetlog_tests::admin(sandbox.grpc_url()).await?);
     accounts

@@ -35,22 +35,27 @@ pub struct DeviceLogs {
 }
 
 impl DeviceLogs {
-    /// Opens (creating if needed) the region's log stream.
-    pub async fn open(client: async_nats::Client, region: Id) -> Result<Self, ServiceError> {
+    /// Opens (creating if needed, with `replicas` copies) the region's log
+    /// stream.
+    pub async fn open(
+        client: async_nats::Client,
+        region: Id,
+        replicas: usize,
+    ) -> Result<Self, ServiceError> {
         let subjects = DeviceLogStream::new(region);
         let context = jetstream::new(client);
-        let stream = context
-            .get_or_create_stream(stream::Config {
+        let stream = fleetlog_events::log::ensure_stream(
+            &context,
+            stream::Config {
                 name: subjects.stream_name(),
                 subjects: vec![subjects.all_subjects()],
                 max_age: RETENTION,
                 storage: stream::StorageType::File,
+                num_replicas: replicas,
                 ..Default::default()
-            })
-            .await
-            .map_err(|e| {
-                ServiceError::Unavailable(format!("opening the device log stream: {e}"))
-            })?;
+            },
+        )
+        .await?;
         Ok(DeviceLogs {
             stream,
             context,

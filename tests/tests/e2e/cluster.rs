@@ -1,0 +1,442 @@
+//! Fleetlog on a real three-node JetStream cluster (issue 15): replicated
+//! streams, several fleetd processes on one region, and the Devices stream's
+//! leader killed under load with nothing acknowledged lost.
+
+use crate::common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use common::{PARENT, REGION, device, device_name, revision};
+use fleetlog_events::log::{LogOptions, StartAt};
+use fleetlog_events::{EventLog, Id, StreamId};
+use fleetlog_projections::store::Store;
+use fleetlog_projections::{AsWritten, Projection, projector};
+use fleetlog_proto::devices::v1::device_service_client::DeviceServiceClient;
+use fleetlog_proto::devices::v1::{
+    CreateDeviceRequest, Device, GetDeviceRequest, UpdateDeviceRequest, WatchDevicesRequest,
+};
+use fleetlog_tests::{Authed, FleetdProcess, NatsCluster};
+use futures::{StreamExt, TryStreamExt};
+use tonic::Code;
+
+/// One fleetd process of the region, with its own data dir.
+struct Process {
+    name: &'static str,
+    fleetd: FleetdProcess,
+    data: tempfile::TempDir,
+}
+
+impl Process {
+    fn start(nats: &NatsCluster, role: &str, name: &'static str) -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let env = vec![
+            ("FLEETLOG_NATS_URL", nats.url_list()),
+            ("FLEETLOG_NATS_REPLICAS", "3".to_owned()),
+            ("FLEETLOG_DATA_DIR", data.path().display().to_string()),
+            ("FLEETLOG_REGION", REGION.to_owned()),
+            ("FLEETLOG_PROCESS_NAME", name.to_owned()),
+        ];
+        let fleetd = FleetdProcess::start(role, &env)?;
+        Ok(Process { name, fleetd, data })
+    }
+
+    async fn devices(&self) -> anyhow::Result<DeviceServiceClient<Authed>> {
+        Ok(DeviceServiceClient::new(
+            fleetlog_tests::admin(self.fleetd.grpc_url()).await?,
+        ))
+    }
+
+    /// Stops fleetd and opens its Devices projection.
+    async fn stopped_projection(self) -> anyhow::Result<(tempfile::TempDir, Store)> {
+        let status = self.fleetd.shut_down().await?;
+        assert!(status.success(), "{} stops cleanly: {status}", self.name);
+        let dir = self
+            .data
+            .path()
+            .join("projections")
+            .join(format!("devices-{REGION}-v1"));
+        let store = Store::open(&dir, "v1")?;
+        Ok((self.data, store))
+    }
+}
+
+async fn devices_log(nats: &NatsCluster) -> anyhow::Result<EventLog> {
+    Ok(EventLog::open_with(
+        nats.connect().await?,
+        StreamId::new(Id::parse("devices")?, Id::parse(REGION)?),
+        LogOptions {
+            replicas: 3,
+            ..Default::default()
+        },
+    )
+    .await?)
+}
+
+#[tokio::test]
+async fn every_stream_is_replicated_and_a_write_through_one_process_is_read_through_another()
+-> anyhow::Result<()> {
+    let nats = NatsCluster::start(3).await?;
+    let api_1 = Process::start(&nats, "api", "api-1")?;
+    let api_2 = Process::start(&nats, "api", "api-2")?;
+    let projector = Process::start(&nats, "projector", "projector-1")?;
+
+    let js = async_nats::jetstream::new(nats.connect().await?);
+    let mut names: Vec<String> = js.stream_names().try_collect().await?;
+    names.sort();
+    assert!(
+        names.len() >= 4,
+        "each service's events and the device logs: {names:?}"
+    );
+    for name in &names {
+        let mut stream = js.get_stream(name).await?;
+        let info = stream.info().await?;
+        assert_eq!(info.config.num_replicas, 3, "{name}");
+        let cluster = info.cluster.clone().unwrap_or_default();
+        assert!(cluster.leader.is_some(), "{name} has a leader: {cluster:?}");
+        assert_eq!(cluster.replicas.len(), 2, "{name}: {cluster:?}");
+    }
+
+    let mut writer = api_1.devices().await?;
+    let created = writer
+        .create_device(CreateDeviceRequest {
+            parent: PARENT.into(),
+            device_id: "across".into(),
+            device: Some(device(&[("via", "api-1")], 1)),
+            request_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    for reader in [&api_2, &projector] {
+        let read = reader
+            .devices()
+            .await?
+            .get_device(GetDeviceRequest {
+                name: device_name("across"),
+                min_revision: revision(&created),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        assert_eq!(read, created, "read through {}", reader.name);
+    }
+
+    // A watch on another process sees the change, and resumes there by
+    // revision after another write.
+    let mut watch = api_2
+        .devices()
+        .await?
+        .watch_devices(WatchDevicesRequest {
+            parent: PARENT.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await?
+        .transpose()?
+        .expect("a first batch");
+    let seen: Vec<String> = first
+        .changes
+        .iter()
+        .filter_map(|c| c.device.as_ref().map(|d| d.name.clone()))
+        .collect();
+    assert!(seen.contains(&device_name("across")), "{seen:?}");
+    drop(watch);
+
+    let metrics = reqwest::get(format!("http://{}/metrics", api_1.fleetd.http_addr))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("process=\"api-1\""),
+        "metrics name the process"
+    );
+
+    for process in [api_1, api_2, projector] {
+        let status = process.fleetd.shut_down().await?;
+        assert!(status.success(), "{status}");
+    }
+    Ok(())
+}
+
+/// What a writer saw of one call.
+struct Call {
+    took: Duration,
+    code: Code,
+    ended: Instant,
+}
+
+/// A write the server acknowledged: the resource, its revision, and the
+/// request ID it was sent with.
+#[derive(Clone, Debug)]
+struct Acked {
+    name: String,
+    revision: i64,
+    request_id: String,
+}
+
+const CALL_DEADLINE: Duration = Duration::from_secs(12);
+
+/// Sends `send()` until it is answered with something other than
+/// UNAVAILABLE (the same request each time: same `request_id`, same
+/// expected revision), recording every answer.
+async fn until_answered<F>(
+    calls: &mut Vec<Call>,
+    mut send: impl FnMut() -> F,
+    give_up: Instant,
+) -> Option<Result<Device, tonic::Status>>
+where
+    F: std::future::Future<Output = Result<Device, tonic::Status>>,
+{
+    loop {
+        let started = Instant::now();
+        let answered = send().await;
+        let code = answered.as_ref().err().map_or(Code::Ok, |s| s.code());
+        calls.push(Call {
+            took: started.elapsed(),
+            code,
+            ended: Instant::now(),
+        });
+        if code != Code::Unavailable {
+            return Some(answered);
+        }
+        if Instant::now() > give_up {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Creates and updates (with `expected_revision`) devices of its own until
+/// `stop`, retrying each call that answered UNAVAILABLE with the same
+/// request.
+async fn write_until(
+    writer: usize,
+    client: DeviceServiceClient<Authed>,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<(Vec<Acked>, Vec<Call>)> {
+    let mut acked = Vec::new();
+    let mut calls = Vec::new();
+    let mut n = 0;
+    while !stop.is_cancelled() {
+        let id = format!("w{writer}-{n}");
+        n += 1;
+        let give_up = Instant::now() + Duration::from_secs(60);
+        let create_id = format!("{:032x}", rand::random::<u128>());
+        let create = CreateDeviceRequest {
+            parent: PARENT.into(),
+            device_id: id.clone(),
+            device: Some(device(&[("step", "created")], 1)),
+            request_id: create_id.clone(),
+        };
+        let created = until_answered(
+            &mut calls,
+            || {
+                let (mut client, mut request) =
+                    (client.clone(), tonic::Request::new(create.clone()));
+                request.set_timeout(CALL_DEADLINE);
+                async move { client.create_device(request).await.map(|r| r.into_inner()) }
+            },
+            give_up,
+        )
+        .await
+        .ok_or_else(|| anyhow::anyhow!("creating {id} never got past UNAVAILABLE"))??;
+        if n % 5 == 0 {
+            // A client's retry of a write that was answered: the same
+            // answer, nothing written again.
+            let again = until_answered(
+                &mut calls,
+                || {
+                    let (mut client, mut request) =
+                        (client.clone(), tonic::Request::new(create.clone()));
+                    request.set_timeout(CALL_DEADLINE);
+                    async move { client.create_device(request).await.map(|r| r.into_inner()) }
+                },
+                give_up,
+            )
+            .await
+            .ok_or_else(|| anyhow::anyhow!("retrying {id} never got past UNAVAILABLE"))??;
+            anyhow::ensure!(
+                again == created,
+                "a retried create of {id} is answered as the first: {again:?} vs {created:?}"
+            );
+        }
+        acked.push(Acked {
+            name: created.name.clone(),
+            revision: revision(&created),
+            request_id: create_id,
+        });
+        let update_id = format!("{:032x}", rand::random::<u128>());
+        let mut patch = device(&[("step", "updated")], 2);
+        patch.name = created.name.clone();
+        let update = UpdateDeviceRequest {
+            device: Some(patch),
+            expected_revision: revision(&created),
+            request_id: update_id.clone(),
+            ..Default::default()
+        };
+        let updated = until_answered(
+            &mut calls,
+            || {
+                let (mut client, mut request) =
+                    (client.clone(), tonic::Request::new(update.clone()));
+                request.set_timeout(CALL_DEADLINE);
+                async move { client.update_device(request).await.map(|r| r.into_inner()) }
+            },
+            give_up,
+        )
+        .await
+        .ok_or_else(|| anyhow::anyhow!("updating {id} never got past UNAVAILABLE"))??;
+        acked.push(Acked {
+            name: updated.name.clone(),
+            revision: revision(&updated),
+            request_id: update_id,
+        });
+    }
+    Ok((acked, calls))
+}
+
+#[tokio::test]
+async fn the_devices_stream_leader_killed_under_load_loses_no_acknowledged_write()
+-> anyhow::Result<()> {
+    let mut nats = NatsCluster::start(3).await?;
+    let api_1 = Process::start(&nats, "api", "api-1")?;
+    let api_2 = Process::start(&nats, "api", "api-2")?;
+    let stream = StreamId::new(Id::parse("devices")?, Id::parse(REGION)?).stream_name();
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut writers = Vec::new();
+    for writer in 0..4 {
+        let api = if writer % 2 == 0 { &api_1 } else { &api_2 };
+        writers.push(tokio::spawn(write_until(
+            writer,
+            api.devices().await?,
+            stop.clone(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let client = nats.connect().await?;
+    let leader = fleetlog_tests::cluster::stream_leader(&client, &stream)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("{stream} has no leader"))?;
+    let victim = nats
+        .index_of(&leader)
+        .ok_or_else(|| anyhow::anyhow!("{leader} is not a node of the cluster"))?;
+    drop(client);
+    nats.kill9(victim)?;
+    let killed_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    nats.restart(victim).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+
+    let mut acked = Vec::new();
+    let mut calls = Vec::new();
+    for writer in writers {
+        let (a, c) = writer.await??;
+        acked.extend(a);
+        calls.extend(c);
+    }
+
+    // Every call ended within its deadline, with success or UNAVAILABLE.
+    let wrong: Vec<Code> = calls
+        .iter()
+        .map(|c| c.code)
+        .filter(|c| !matches!(c, Code::Ok | Code::Unavailable))
+        .collect();
+    assert!(wrong.is_empty(), "no call answered wrongly: {wrong:?}");
+    let slowest = calls.iter().map(|c| c.took).max().unwrap_or_default();
+    assert!(slowest < CALL_DEADLINE, "slowest call {slowest:?}");
+    let resumed = calls
+        .iter()
+        .filter(|c| c.code == Code::Ok && c.ended > killed_at + Duration::from_millis(100))
+        .map(|c| c.ended - killed_at)
+        .min()
+        .ok_or_else(|| anyhow::anyhow!("no write succeeded after the kill"))?;
+    let unavailable = calls.iter().filter(|c| c.code == Code::Unavailable).count();
+    println!(
+        "leader {leader} killed: writes resumed after {resumed:?}; {} acknowledged writes, {} calls, {unavailable} UNAVAILABLE, slowest call {slowest:?}",
+        acked.len(),
+        calls.len()
+    );
+    assert!(
+        resumed <= Duration::from_secs(10),
+        "writes resumed {resumed:?} after the kill"
+    );
+    assert!(
+        acked.len() > 20,
+        "the writers kept writing: {} acks",
+        acked.len()
+    );
+
+    // Every acknowledged write is in the log exactly once, as acknowledged.
+    let log = devices_log(&nats).await?;
+    let last = log.last_revision().await?;
+    let subscription = log
+        .follow(StartAt::After(fleetlog_events::Revision::NONE))
+        .await?;
+    let mut events = subscription.events;
+    let mut by_command: HashMap<String, Vec<i64>> = HashMap::new();
+    let mut latest: BTreeMap<String, i64> = BTreeMap::new();
+    while latest.values().copied().max().unwrap_or(0) < last.get() as i64 {
+        let delivered = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the log ended early"))??;
+        let event = delivered.event;
+        let revision = event.revision.get() as i64;
+        by_command
+            .entry(event.change.command_id.clone())
+            .or_default()
+            .push(revision);
+        latest.insert(event.change.storage_key.clone(), revision);
+    }
+    for write in &acked {
+        let stored = by_command
+            .get(&write.request_id)
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            stored,
+            vec![write.revision],
+            "{} (request {}) is in the log once, at the acknowledged revision",
+            write.name,
+            write.request_id
+        );
+    }
+    let acked_names: HashSet<&str> = acked.iter().map(|a| a.name.as_str()).collect();
+    assert!(acked_names.len() * 2 >= acked.len());
+
+    // Every process's projection equals a fresh replay of the log.
+    let fresh_dir = tempfile::tempdir()?;
+    let fresh = Projection::open(fresh_dir.path(), "v1")?;
+    projector::replay(
+        &log,
+        &fresh,
+        std::sync::Arc::new(AsWritten),
+        Default::default(),
+        |_, _| {},
+    )
+    .await?;
+    for process in [api_1, api_2] {
+        // Caught up first: a Get with the last revision waits for it.
+        process
+            .devices()
+            .await?
+            .get_device(GetDeviceRequest {
+                name: acked[0].name.clone(),
+                min_revision: last.get() as i64,
+                ..Default::default()
+            })
+            .await?;
+        let name = process.name;
+        let (_data, store) = process.stopped_projection().await?;
+        assert_eq!(
+            store.dump()?,
+            fresh.store().dump()?,
+            "{name}'s projection equals a fresh replay"
+        );
+    }
+    Ok(())
+}
