@@ -8,6 +8,7 @@
 pub mod devices;
 pub mod engine;
 pub mod error;
+pub mod fence;
 pub mod fleetd;
 pub mod gateway;
 pub mod iam;

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, ServiceContext};
 use crate::error::ServiceError;
+use crate::fence::Fence;
 use fleetlog_model::Resource;
 use fleetlog_model::meta::deployment::{
     self, COMPLETE_SWITCH, NOTIFY_SHARDS, keeps_previous_in_sync,
@@ -40,6 +41,11 @@ use fleetlog_model::meta::names::DeploymentName;
 const SWITCH_CATCH_UP: Duration = Duration::from_secs(60);
 /// How often shard readiness is checked while syncing.
 const READINESS_POLL: Duration = Duration::from_millis(50);
+/// Longest a switch waits, writes paused, for the region's other api
+/// processes to pause theirs; past it writes resume and the switch is
+/// retried. Longer than the fence's entry TTL, so a dead process (whose
+/// entry lingers that long) never makes a switch give up.
+const FENCE_WAIT: Duration = Duration::from_secs(15);
 
 /// Follows one Deployment and drives one service's projections.
 pub struct UpgradeController {
@@ -52,6 +58,14 @@ pub struct UpgradeController {
     /// Whether this process writes (api/all roles): it reports readiness
     /// and performs the switch; a projector-role process only follows.
     pub writes: bool,
+    /// This process's entry among the region's api processes: a switch
+    /// waits until every one of them has paused (`crate::fence`). None in
+    /// the projector role.
+    pub fence: Option<Arc<Fence>>,
+    /// The write gate, closed from startup until the first reconcile when
+    /// fleetd started during a switch: it must not write the old version
+    /// before it has taken part in the fence.
+    pub held_until_reconciled: Option<tokio::sync::OwnedRwLockWriteGuard<()>>,
 }
 
 struct Reporter {
@@ -74,7 +88,8 @@ impl UpgradeController {
     }
 
     /// Runs until `stop` fires.
-    pub async fn run(self, stop: CancellationToken) {
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut held = self.held_until_reconciled.take();
         let mut reporter: Option<Reporter> = None;
         let key = StorageKey::from_name(&self.name);
         let subject = self.meta_log.id().resource_subject(&key);
@@ -131,7 +146,7 @@ impl UpgradeController {
                 let Some(deployment) = latest.clone() else {
                     continue;
                 };
-                match self.reconcile(&deployment, &mut reporter).await {
+                match self.reconcile(&deployment, &mut reporter, &mut held).await {
                     Ok(()) => {
                         needs_retry = false;
                         backoff = Duration::from_millis(100);
@@ -155,6 +170,7 @@ impl UpgradeController {
         &self,
         deployment: &Deployment,
         reporter: &mut Option<Reporter>,
+        held: &mut Option<tokio::sync::OwnedRwLockWriteGuard<()>>,
     ) -> Result<(), ServiceError> {
         let current = deployment.current_version.as_str();
         let state = deployment.upgrade_state.clone().unwrap_or_default();
@@ -176,6 +192,8 @@ impl UpgradeController {
                     // Another process switched, or this one restarted.
                     self.catch_up_and_activate(current, false).await?;
                 }
+                self.announce_writing(current).await?;
+                held.take();
                 for version in self.service.versions {
                     let keep =
                         keeps_previous_in_sync(deployment) && *version == state.previous_version;
@@ -187,6 +205,7 @@ impl UpgradeController {
                 }
             }
             Stage::InitialSyncing => {
+                held.take();
                 let projection = self.projections.feed(target, true)?;
                 if self.writes && reporter.is_none() {
                     *reporter =
@@ -196,11 +215,27 @@ impl UpgradeController {
             Stage::Switching => {
                 self.projections.feed(target, true)?;
                 if self.writes {
-                    self.switch(deployment, target).await?;
+                    // The startup hold, if any, is the switch's pause.
+                    self.switch(deployment, target, held.take()).await?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Says this process has paused for the switch to `target` and waits
+    /// until every live api process has; returns when the first paused.
+    async fn fenced(&self, target: &str) -> Result<Option<u64>, ServiceError> {
+        let Some(fence) = &self.fence else {
+            return Ok(None);
+        };
+        fence
+            .update(|entry| {
+                entry.paused_for = Some(target.to_owned());
+                entry.paused_at_ms = Some(crate::fence::now_ms());
+            })
+            .await?;
+        fence.wait_until_all_paused(target, FENCE_WAIT).await
     }
 
     /// Feeds `version` (building it compacted if new and `compacted`),
@@ -218,14 +253,66 @@ impl UpgradeController {
         Ok(last)
     }
 
+    /// Tells the fence that this process writes `version` and is not
+    /// paused (after a switch, or one another process completed).
+    async fn announce_writing(&self, version: &str) -> Result<(), ServiceError> {
+        let Some(fence) = &self.fence else {
+            return Ok(());
+        };
+        fence
+            .update(|entry| {
+                entry.version = version.to_owned();
+                entry.paused_for = None;
+                entry.paused_at_ms = None;
+            })
+            .await
+    }
+
     /// The switch: writes pause from the moment the gate is requested until
-    /// the pointer has moved.
-    async fn switch(&self, deployment: &Deployment, target: &str) -> Result<(), ServiceError> {
+    /// the pointer has moved, and no process of the region resumes before
+    /// every one has paused (`crate::fence`).
+    async fn switch(
+        &self,
+        deployment: &Deployment,
+        target: &str,
+        held: Option<tokio::sync::OwnedRwLockWriteGuard<()>>,
+    ) -> Result<(), ServiceError> {
         let started = Instant::now();
-        let paused = self.service.write_gate.write().await;
-        let last = self.catch_up_and_activate(target, true).await?;
+        let paused = match held {
+            Some(held) => held,
+            None => self.service.write_gate.clone().write_owned().await,
+        };
+        let first_paused_ms = match self.fenced(target).await {
+            Ok(first) => first,
+            Err(err) => {
+                // Writes resume in the current version; the switch is
+                // retried by the next reconcile.
+                let _ = self
+                    .announce_writing(&self.projections.active_version())
+                    .await;
+                return Err(err);
+            }
+        };
+        let last = match self.catch_up_and_activate(target, true).await {
+            Ok(last) => last,
+            Err(err) => {
+                let _ = self
+                    .announce_writing(&self.projections.active_version())
+                    .await;
+                return Err(err);
+            }
+        };
+        if let Err(err) = self.announce_writing(target).await {
+            // Others see this process as paused until its entry expires or
+            // the next refresh: they wait, nothing is written wrongly.
+            tracing::warn!(error = %err, "announcing the switch to the fence failed");
+        }
         drop(paused);
-        let pause = started.elapsed();
+        // From the first process's pause across the region (their clocks
+        // agree to a few ms on one host; NTP-close on several) to now.
+        let pause = first_paused_ms
+            .map(|first| Duration::from_millis(crate::fence::now_ms().saturating_sub(first)))
+            .map_or(started.elapsed(), |region| region.max(started.elapsed()));
         tracing::info!(
             target,
             pause_ms = pause.as_secs_f64() * 1000.0,

@@ -27,6 +27,7 @@ use fleetlog_proto::devices::v1alpha2::provisioning_policy_service_server::Provi
 use fleetlog_proto::iam::v1::role_binding_service_server::RoleBindingServiceServer;
 use fleetlog_proto::iam::v1::service_account_service_server::ServiceAccountServiceServer;
 use fleetlog_proto::meta::v1::Deployment;
+use fleetlog_proto::meta::v1::deployment::Stage;
 use fleetlog_proto::meta::v1::deployment_service_server::DeploymentServiceServer;
 use fleetlog_proto::meta::v1::region_service_server::RegionServiceServer;
 use fleetlog_proto::meta::v1::service_service_server::ServiceServiceServer;
@@ -41,6 +42,7 @@ use crate::devices::flows::logs::DeviceLogs;
 use crate::engine::access::{AuthenticateLayer, Authorizer};
 use crate::engine::feeds::WatchFeeds;
 use crate::engine::{Engine, ServiceContext};
+use crate::fence::Fence;
 use crate::gateway;
 use crate::iam::authorizer::IamAuthorizer;
 use crate::iam::{self, RoleBindingApi, ServiceAccountApi};
@@ -256,6 +258,29 @@ async fn serve(
     let ctx = context(&devices_log, &devices_set, devices::VERSIONS, false);
 
     let controller_stop = CancellationToken::new();
+    // Every api process of the region takes part in the switch fence.
+    let (fence, fence_task) = if accept_commands {
+        let fence = Fence::join(
+            client.clone(),
+            &region,
+            config.nats_replicas,
+            &process,
+            &current.current_version,
+        )
+        .await?;
+        let task = fence.keep_alive(controller_stop.clone());
+        (Some(fence), Some(task))
+    } else {
+        (None, None)
+    };
+    let held_until_reconciled = if accept_commands
+        && fleetlog_model::meta::deployment::stage(&current) == Stage::Switching
+    {
+        tracing::info!("started during a switch: writes wait for this process to take part");
+        Some(ctx.write_gate.clone().write_owned().await)
+    } else {
+        None
+    };
     let controller = UpgradeController {
         deployments: deployments.clone(),
         meta_log: meta_log.clone(),
@@ -263,6 +288,8 @@ async fn serve(
         projections: devices_set.clone(),
         service: ctx.clone(),
         writes: accept_commands,
+        fence,
+        held_until_reconciled,
     };
     let controller_task = tokio::spawn(controller.run(controller_stop.clone()));
     let devices_apis = devices::apis(&ctx, &iam_ctx, device_logs, config.heartbeat_timeout());
@@ -405,6 +432,10 @@ async fn serve(
     }
     controller_stop.cancel();
     let _ = controller_task.await;
+    if let Some(task) = fence_task {
+        // Leaves the fence: a stopped process holds up no switch.
+        let _ = task.await;
+    }
     devices_set.shutdown().await;
     meta_set.shutdown().await;
     iam_set.shutdown().await;

@@ -440,3 +440,211 @@ async fn the_devices_stream_leader_killed_under_load_loses_no_acknowledged_write
     }
     Ok(())
 }
+
+mod switch {
+    //! The version switch with two api processes: the fence of
+    //! `fleetlog_services::fence` holds writes on both.
+
+    use super::*;
+    use fleetlog_proto::devices::v1alpha2;
+    use fleetlog_proto::meta::v1::deployment::Stage;
+    use fleetlog_proto::meta::v1::deployment_service_client::DeploymentServiceClient;
+    use fleetlog_proto::meta::v1::{
+        BeginUpgradeRequest, Deployment, GetDeploymentRequest, SetAvailableUpgradeRequest,
+    };
+
+    const DEPLOYMENT: &str = "services/devices.fleetlog.io/deployments/eu1";
+    type OldClient = v1alpha2::device_service_client::DeviceServiceClient<Authed>;
+
+    fn start(nats: &NatsCluster, name: &'static str) -> anyhow::Result<Process> {
+        let data = tempfile::tempdir()?;
+        let env = vec![
+            ("FLEETLOG_NATS_URL", nats.url_list()),
+            ("FLEETLOG_NATS_REPLICAS", "3".to_owned()),
+            ("FLEETLOG_DATA_DIR", data.path().display().to_string()),
+            ("FLEETLOG_REGION", REGION.to_owned()),
+            ("FLEETLOG_PROCESS_NAME", name.to_owned()),
+            ("FLEETLOG_DEVICES_INITIAL_VERSION", "v1alpha2".to_owned()),
+        ];
+        let fleetd = FleetdProcess::start("api", &env)?;
+        Ok(Process { name, fleetd, data })
+    }
+
+    /// Creates devices through v1alpha2 until `stop`; every create must
+    /// succeed (the switch queues writes, it never rejects them).
+    async fn create_until(
+        process: &Process,
+        writer: usize,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<usize>>> {
+        let mut client = OldClient::new(fleetlog_tests::admin(process.fleetd.grpc_url()).await?);
+        Ok(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.is_cancelled() {
+                client
+                    .create_device(v1alpha2::CreateDeviceRequest {
+                        parent: "projects/p0".into(),
+                        device_id: format!("w{writer}-{n}"),
+                        device: Some(v1alpha2::Device::default()),
+                        request_id: String::new(),
+                    })
+                    .await
+                    .map_err(|s| anyhow::anyhow!("writer {writer}, create {n} rejected: {s}"))?;
+                n += 1;
+            }
+            Ok(n)
+        }))
+    }
+
+    async fn deployment(
+        client: &mut DeploymentServiceClient<Authed>,
+    ) -> anyhow::Result<Deployment> {
+        Ok(client
+            .get_deployment(GetDeploymentRequest {
+                name: DEPLOYMENT.into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner())
+    }
+
+    async fn upgrade_to_v1(
+        client: &mut DeploymentServiceClient<Authed>,
+        within: Duration,
+    ) -> anyhow::Result<Deployment> {
+        client
+            .set_available_upgrade(SetAvailableUpgradeRequest {
+                name: DEPLOYMENT.into(),
+                target_api_version: "v1".into(),
+                ..Default::default()
+            })
+            .await?;
+        client
+            .begin_upgrade(BeginUpgradeRequest {
+                name: DEPLOYMENT.into(),
+                ..Default::default()
+            })
+            .await?;
+        let deadline = Instant::now() + within;
+        loop {
+            let d = deployment(client).await?;
+            let stage = d.upgrade_state.as_ref().map_or(Stage::Ready, |s| s.stage());
+            if d.current_version == "v1" && stage == Stage::Ready {
+                return Ok(d);
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no switch to v1: {d:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The event versions in log order: no v1alpha2 event may follow the
+    /// first v1 one (an old-version write after the switch would drop what
+    /// only v1 holds).
+    async fn versions_in_log_order(nats: &NatsCluster) -> anyhow::Result<Vec<String>> {
+        let log = devices_log(nats).await?;
+        let last = log.last_revision().await?;
+        let mut events = log
+            .follow(StartAt::After(fleetlog_events::Revision::NONE))
+            .await?
+            .events;
+        let mut versions = Vec::new();
+        let mut seen = 0;
+        while seen < last.get() {
+            let delivered = tokio::time::timeout(Duration::from_secs(10), events.next())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("the log ended early"))??;
+            seen = delivered.event.revision.get();
+            let type_url = delivered
+                .event
+                .change
+                .resource
+                .map(|r| r.type_url)
+                .unwrap_or_default();
+            versions.push(
+                if type_url.contains(".v1alpha2.") {
+                    "v1alpha2"
+                } else {
+                    "v1"
+                }
+                .to_owned(),
+            );
+        }
+        Ok(versions)
+    }
+
+    fn assert_no_old_write_after_a_new_one(versions: &[String]) {
+        let first_new = versions.iter().position(|v| v == "v1");
+        let last_old = versions.iter().rposition(|v| v == "v1alpha2");
+        assert!(first_new.is_some(), "writes went on after the switch");
+        assert!(
+            last_old < first_new,
+            "a v1alpha2 event (#{last_old:?}) follows the first v1 event (#{first_new:?})"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_switch_pauses_every_api_process_and_no_old_write_follows_a_new_one()
+    -> anyhow::Result<()> {
+        let nats = NatsCluster::start(3).await?;
+        let api_1 = start(&nats, "api-1")?;
+        let api_2 = start(&nats, "api-2")?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let writers = vec![
+            create_until(&api_1, 1, stop.clone()).await?,
+            create_until(&api_2, 2, stop.clone()).await?,
+        ];
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut meta =
+            DeploymentServiceClient::new(fleetlog_tests::admin(api_1.fleetd.grpc_url()).await?);
+        let done = upgrade_to_v1(&mut meta, Duration::from_secs(60)).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.cancel();
+        let mut created = 0;
+        for writer in writers {
+            created += writer.await??;
+        }
+        let pause = done
+            .upgrade_state
+            .and_then(|s| s.switch_pause)
+            .ok_or_else(|| anyhow::anyhow!("no pause recorded"))?;
+        let pause = Duration::new(pause.seconds as u64, pause.nanos as u32);
+        println!("{created} creates through two api processes; region-wide pause {pause:?}");
+        assert!(
+            pause > Duration::ZERO && pause < Duration::from_secs(5),
+            "{pause:?}"
+        );
+        assert_no_old_write_after_a_new_one(&versions_in_log_order(&nats).await?);
+        for process in [api_1, api_2] {
+            let status = process.fleetd.shut_down().await?;
+            assert!(status.success(), "{status}");
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_api_process_killed_before_the_switch_cannot_block_it() -> anyhow::Result<()> {
+        let nats = NatsCluster::start(3).await?;
+        let api_1 = start(&nats, "api-1")?;
+        let mut api_2 = start(&nats, "api-2")?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let writer = create_until(&api_1, 1, stop.clone()).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Its fence entry outlives it by up to the TTL: the switch waits
+        // that out and completes.
+        api_2.fleetd.kill9();
+        let mut meta =
+            DeploymentServiceClient::new(fleetlog_tests::admin(api_1.fleetd.grpc_url()).await?);
+        let started = Instant::now();
+        upgrade_to_v1(&mut meta, Duration::from_secs(60)).await?;
+        let took = started.elapsed();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.cancel();
+        let created = writer.await??;
+        println!("upgrade with a dead api process took {took:?}; {created} creates, none rejected");
+        assert!(took < Duration::from_secs(15), "{took:?}");
+        assert_no_old_write_after_a_new_one(&versions_in_log_order(&nats).await?);
+        let status = api_1.fleetd.shut_down().await?;
+        assert!(status.success(), "{status}");
+        Ok(())
+    }
+}
