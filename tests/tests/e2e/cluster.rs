@@ -441,6 +441,133 @@ async fn the_devices_stream_leader_killed_under_load_loses_no_acknowledged_write
     Ok(())
 }
 
+#[tokio::test]
+async fn a_rolling_restart_of_every_node_fails_no_call() -> anyhow::Result<()> {
+    let mut nats = NatsCluster::start(3).await?;
+    let api_1 = Process::start(&nats, "api", "api-1")?;
+    let api_2 = Process::start(&nats, "api", "api-2")?;
+    let stream = StreamId::new(Id::parse("devices")?, Id::parse(REGION)?).stream_name();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut writers = Vec::new();
+    for writer in 0..4 {
+        let api = if writer % 2 == 0 { &api_1 } else { &api_2 };
+        writers.push(tokio::spawn(write_until(
+            writer,
+            api.devices().await?,
+            stop.clone(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // One node at a time, each back and caught up before the next goes.
+    for node in 0..nats.len() {
+        let took = nats.lame_duck(node).await?;
+        println!(
+            "{} left in lame duck mode after {took:?}",
+            nats.server_name(node)
+        );
+        nats.restart(node).await?;
+        let client = nats.connect().await?;
+        fleetlog_tests::cluster::wait_for_replicas_current(
+            &client,
+            &stream,
+            Duration::from_secs(30),
+        )
+        .await?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    let mut acked = 0;
+    let mut failed = Vec::new();
+    let mut slowest = Duration::ZERO;
+    for writer in writers {
+        let (a, calls) = writer.await??;
+        acked += a.len();
+        slowest = slowest.max(calls.iter().map(|c| c.took).max().unwrap_or_default());
+        failed.extend(calls.iter().filter(|c| c.code != Code::Ok).map(|c| c.code));
+    }
+    println!(
+        "rolling restart: {acked} acknowledged writes, slowest call {slowest:?}, failed {failed:?}"
+    );
+    assert!(
+        failed.is_empty(),
+        "calls failed during the rolling restart: {failed:?}"
+    );
+    assert!(acked > 20, "the writers kept writing: {acked}");
+    for process in [api_1, api_2] {
+        let status = process.fleetd.shut_down().await?;
+        assert!(status.success(), "{status}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_projector_killed_at_random_points_on_the_cluster_equals_a_fresh_replay()
+-> anyhow::Result<()> {
+    let nats = NatsCluster::start(3).await?;
+    let api = Process::start(&nats, "api", "api-1")?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writer = tokio::spawn(write_until(0, api.devices().await?, stop.clone()));
+    let data = tempfile::tempdir()?;
+    let env = vec![
+        ("FLEETLOG_NATS_URL", nats.url_list()),
+        ("FLEETLOG_NATS_REPLICAS", "3".to_owned()),
+        ("FLEETLOG_DATA_DIR", data.path().display().to_string()),
+        ("FLEETLOG_REGION", REGION.to_owned()),
+        ("FLEETLOG_PROCESS_NAME", "projector-1".to_owned()),
+    ];
+    for kill in 0..8u64 {
+        let mut projector = FleetdProcess::start("projector", &env)?;
+        // Pseudo-random points: 30..=380 ms into each life.
+        tokio::time::sleep(Duration::from_millis(30 + (kill * 7_919) % 350)).await;
+        projector.kill9();
+    }
+    stop.cancel();
+    writer.await??;
+    let projector = Process {
+        name: "projector-1",
+        fleetd: FleetdProcess::start("projector", &env)?,
+        data,
+    };
+    let log = devices_log(&nats).await?;
+    let last = log.last_revision().await?;
+    assert!(last.get() > 50, "events flowed while it was killed: {last}");
+    projector
+        .devices()
+        .await?
+        .get_device(GetDeviceRequest {
+            name: device_name("w0-0"),
+            min_revision: last.get() as i64,
+            ..Default::default()
+        })
+        .await?;
+    let (_data, survivor) = projector.stopped_projection().await?;
+    let checkpoint = survivor.checkpoint()?;
+    assert_eq!(checkpoint.revision, last);
+    assert_eq!(
+        checkpoint.events_applied,
+        last.get(),
+        "no event applied twice or skipped"
+    );
+    let fresh_dir = tempfile::tempdir()?;
+    let fresh = Projection::open(fresh_dir.path(), "v1")?;
+    projector::replay(
+        &log,
+        &fresh,
+        std::sync::Arc::new(AsWritten),
+        Default::default(),
+        |_, _| {},
+    )
+    .await?;
+    assert_eq!(
+        survivor.dump()?,
+        fresh.store().dump()?,
+        "the projection equals a fresh replay"
+    );
+    let status = api.fleetd.shut_down().await?;
+    assert!(status.success(), "{status}");
+    Ok(())
+}
+
 mod switch {
     //! The version switch with two api processes: the fence of
     //! `fleetlog_services::fence` holds writes on both.
