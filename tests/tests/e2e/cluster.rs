@@ -143,6 +143,47 @@ async fn every_stream_is_replicated_and_a_write_through_one_process_is_read_thro
         .collect();
     assert!(seen.contains(&device_name("across")), "{seen:?}");
     drop(watch);
+    // Resumed on a third process by the revision the first one reached.
+    let next = writer
+        .create_device(CreateDeviceRequest {
+            parent: PARENT.into(),
+            device_id: "across-2".into(),
+            device: Some(device(&[("via", "api-1")], 1)),
+            request_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    let mut resumed = projector
+        .devices()
+        .await?
+        .watch_devices(WatchDevicesRequest {
+            parent: PARENT.into(),
+            resume_revision: revision(&created),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut after = Vec::new();
+    while !after.contains(&device_name("across-2")) {
+        let batch = tokio::time::timeout(Duration::from_secs(10), resumed.next())
+            .await?
+            .transpose()?
+            .ok_or_else(|| anyhow::anyhow!("the resumed watch ended"))?;
+        after.extend(
+            batch
+                .changes
+                .iter()
+                .filter_map(|c| c.device.as_ref().map(|d| d.name.clone())),
+        );
+    }
+    assert_eq!(
+        after,
+        vec![device_name("across-2")],
+        "exactly the changes after the resume revision ({} at {})",
+        next.name,
+        revision(&next)
+    );
+    drop(resumed);
 
     let metrics = reqwest::get(format!("http://{}/metrics", api_1.fleetd.http_addr))
         .await?
