@@ -17,6 +17,9 @@ pub const REGION: &str = "eu1";
 /// the benchmark makes sends it.
 pub const BOOTSTRAP_ADMIN_KEY: &str = "fleetlog-bench-bootstrap-admin-key-0123456789";
 
+/// Passed to the fleetd the benchmark starts as its RUST_LOG.
+const FLEETD_LOG_VAR: &str = "FLEETLOG_BENCH_FLEETD_LOG";
+
 /// The name fleetd's NATS connection gives itself (`fleetd-{role}`), by
 /// which the cluster's `/connz` shows which node fleetd is connected to.
 const FLEETD_CONNECTION_NAME: &str = "fleetd-all";
@@ -67,28 +70,33 @@ impl Cluster {
             (Nats::Single(server), url)
         };
         let data = tempfile::tempdir().context("creating fleetd's data directory")?;
-        let fleetd = FleetdProcess::start(
-            "all",
-            &[
-                // With a URL, `fleetd all` uses it instead of starting its
-                // own nats-server.
-                ("FLEETLOG_NATS_URL", nats_url.clone()),
-                ("FLEETLOG_NATS_REPLICAS", replicas.to_string()),
-                ("FLEETLOG_DATA_DIR", data.path().display().to_string()),
-                ("FLEETLOG_REGION", REGION.to_owned()),
-                (
-                    "FLEETLOG_BOOTSTRAP_ADMIN_KEY",
-                    BOOTSTRAP_ADMIN_KEY.to_owned(),
-                ),
-                (
-                    "FLEETLOG_DEVICES_INITIAL_VERSION",
-                    initial_version.to_owned(),
-                ),
-                // Seeding a million devices keeps the projector busy; a
-                // query waiting for its min_revision may wait that long.
-                ("FLEETLOG_READ_WAIT_MS", "60000".to_owned()),
-            ],
-        )?;
+        let mut env = vec![
+            // With a URL, `fleetd all` uses it instead of starting its
+            // own nats-server.
+            ("FLEETLOG_NATS_URL", nats_url.clone()),
+            ("FLEETLOG_NATS_REPLICAS", replicas.to_string()),
+            ("FLEETLOG_DATA_DIR", data.path().display().to_string()),
+            ("FLEETLOG_REGION", REGION.to_owned()),
+            (
+                "FLEETLOG_BOOTSTRAP_ADMIN_KEY",
+                BOOTSTRAP_ADMIN_KEY.to_owned(),
+            ),
+            (
+                "FLEETLOG_DEVICES_INITIAL_VERSION",
+                initial_version.to_owned(),
+            ),
+            // Seeding a million devices keeps the projector busy; a
+            // query waiting for its min_revision may wait that long.
+            ("FLEETLOG_READ_WAIT_MS", "60000".to_owned()),
+        ];
+        // fleetd's log filter (RUST_LOG) for a run that wants to see what
+        // fleetd did, e.g. `fleetlog_events=debug` for the log client's
+        // retries during the failover phase; fleetd logs to the
+        // benchmark's stderr.
+        if let Ok(filter) = std::env::var(FLEETD_LOG_VAR) {
+            env.push(("RUST_LOG", filter));
+        }
+        let fleetd = FleetdProcess::start("all", &env)?;
         Ok(Cluster {
             nats_url,
             grpc_url: fleetd.grpc_url(),

@@ -46,6 +46,17 @@ struct Raw {
     sequential: Latencies,
     /// CPU µs per pipelined publish, by process.
     cpu_per_publish: Vec<(String, f64)>,
+    /// As many publishers as the busiest command level has clients, on one
+    /// connection (as fleetd has one), each waiting for its ack before the
+    /// next publish: what JetStream does with that many writes in flight
+    /// and no pipelining, the other side of the pipelined figure.
+    concurrent: Concurrent,
+}
+
+struct Concurrent {
+    publishers: usize,
+    per_s: f64,
+    cpu_per_publish: Vec<(String, f64)>,
 }
 
 pub async fn run(
@@ -54,14 +65,15 @@ pub async fn run(
     rows: &mut Vec<Row>,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<()> {
+    let busiest = settings.clients.iter().copied().max().unwrap_or(1);
     let raw = raw_publishes(
         cluster,
         settings.raw_messages,
         settings.raw_sequential,
+        busiest,
         notes,
     )
     .await?;
-    let busiest = settings.clients.iter().copied().max().unwrap_or(1);
     // The raw stream has fleetd's replicas; the names say how many, so a
     // table read on its own still says what each ratio compares.
     let replicas = cluster.replicas;
@@ -117,6 +129,31 @@ pub async fn run(
                 )
                 .beside("CPU per raw publish, all processes", raw_total),
             );
+            let concurrent = &raw.concurrent;
+            let what = format!(
+                "CPU per raw publish-with-ack, {} publishers one at a time",
+                concurrent.publishers
+            );
+            for (process, micros) in &concurrent.cpu_per_publish {
+                let fleetlog = spent
+                    .iter()
+                    .find(|(name, _)| name == process)
+                    .map_or(0.0, |(_, micros)| *micros);
+                if *micros > 0.0 {
+                    rows.push(
+                        Row::new(
+                            PHASE,
+                            format!(
+                                "CPU per create in {process}, {clients} clients, beside \
+                                 unpipelined raw publishes"
+                            ),
+                            fleetlog,
+                            "µs",
+                        )
+                        .beside(format!("{what}, in {process}"), *micros),
+                    );
+                }
+            }
         }
         let goal_creates = |row: Row| {
             if heaviest {
@@ -134,6 +171,24 @@ pub async fn run(
             )
             .beside(raw_create.as_str(), raw.creates_per_s),
         ));
+        if heaviest {
+            rows.push(
+                Row::new(
+                    PHASE,
+                    format!("creates/s, {clients} clients, beside unpipelined raw publishes"),
+                    created.per_second,
+                    "/s",
+                )
+                .beside(
+                    format!(
+                        "raw JetStream publish-with-ack (R{replicas}), {} publishers on one \
+                         connection, one at a time each",
+                        raw.concurrent.publishers
+                    ),
+                    raw.concurrent.per_s,
+                ),
+            );
+        }
         push_latencies(
             rows,
             "create",
@@ -227,6 +282,7 @@ async fn raw_publishes(
     cluster: &Cluster,
     messages: usize,
     sequential_publishes: usize,
+    publishers: usize,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<Raw> {
     let stream = StreamId::new(Id::parse("rawbench")?, Id::parse(REGION)?);
@@ -262,11 +318,57 @@ async fn raw_publishes(
         js.send_publish(subject, message).await?.await?;
         sequential.record(started.elapsed());
     }
+    let concurrent = concurrent_publishes(cluster, &js, &stream, publishers, messages).await?;
     Ok(Raw {
         creates_per_s,
         updates_per_s,
         sequential,
         cpu_per_publish,
+        concurrent,
+    })
+}
+
+/// `messages` create events published by `publishers` tasks sharing one
+/// connection, each awaiting its ack before its next publish.
+async fn concurrent_publishes(
+    cluster: &Cluster,
+    js: &async_nats::jetstream::Context,
+    stream: &StreamId,
+    publishers: usize,
+    messages: usize,
+) -> anyhow::Result<Concurrent> {
+    let publishers = publishers.max(1);
+    let each = messages.div_ceil(publishers);
+    let mut batches = Vec::with_capacity(publishers);
+    for p in 0..publishers {
+        let events = (0..each)
+            .map(|i| DeviceEvent::new(stream, "raw", &format!("p{p}-{i}"), site(i as u64)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        batches.push(events);
+    }
+    let cpu = cluster.cpu_meter();
+    let started = Instant::now();
+    let tasks: Vec<_> = batches
+        .into_iter()
+        .map(|events| {
+            let js = js.clone();
+            tokio::spawn(async move {
+                for event in events {
+                    let (subject, message) = event.publish(0);
+                    js.send_publish(subject, message).await?.await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    let published = (each * publishers) as u64;
+    Ok(Concurrent {
+        publishers,
+        per_s: published as f64 / started.elapsed().as_secs_f64(),
+        cpu_per_publish: cpu.per_operation(published),
     })
 }
 
