@@ -39,6 +39,9 @@ pub enum Goal {
     RatioAtLeast(f64),
     /// The figure itself at most this (in its unit).
     AtMost(f64),
+    /// figure − baseline at most this (in the figure's unit): what Fleetlog
+    /// adds to the raw operation.
+    AddedAtMost(f64),
 }
 
 impl Row {
@@ -79,8 +82,23 @@ impl Row {
                 what: format!("≤ {at_most} {}", self.unit),
                 met: self.value <= at_most,
             },
+            Goal::AddedAtMost(at_most) => Target {
+                what: format!("≤ {at_most} {} over raw", self.unit),
+                met: self
+                    .baseline
+                    .as_ref()
+                    .is_some_and(|b| self.value - b.value <= at_most),
+            },
         });
         self
+    }
+
+    /// [`Row::goal`] when there is one.
+    pub fn goal_if(self, goal: Option<Goal>) -> Self {
+        match goal {
+            Some(goal) => self.goal(goal),
+            None => self,
+        }
     }
 }
 
@@ -137,8 +155,14 @@ impl Machine {
 pub struct Report {
     pub preset: String,
     pub machine: Machine,
+    /// How the log was kept for every figure of the run (servers,
+    /// replicas, flush): Fleetlog's streams and the raw baselines' alike.
+    pub log: String,
     pub rows: Vec<Row>,
     pub memory: Vec<Memory>,
+    /// What the figures depend on beyond the table (where the stream
+    /// leaders and connections were).
+    pub notes: Vec<String>,
     pub seconds: f64,
 }
 
@@ -151,6 +175,7 @@ impl Report {
             "Machine: {} × {} cores, {:.0} GiB, Linux {}, nats-server {}; preset `{}`, {:.0} s\n",
             m.cpu, m.cores, m.memory_gib, m.kernel, m.nats_server, self.preset, self.seconds
         );
+        let _ = writeln!(out, "Log: {}\n", self.log);
         out.push_str(
             "| phase | figure | value | raw building block (same run) | raw | ratio | target |\n",
         );
@@ -184,6 +209,12 @@ impl Report {
                 memory.phase, memory.process, memory.peak_rss_mib
             );
         }
+        if !self.notes.is_empty() {
+            out.push('\n');
+            for note in &self.notes {
+                let _ = writeln!(out, "- {note}");
+            }
+        }
         out
     }
 }
@@ -213,15 +244,21 @@ mod tests {
         assert!(!row.target.as_ref().expect("target").met);
         let row = Row::new("queries", "Get p50", 0.12, "ms").goal(Goal::AtMost(0.15));
         assert!(row.target.as_ref().expect("target").met);
+        let added = Row::new("commands", "create p99", 3.2, "ms")
+            .beside("raw p99", 1.0)
+            .goal(Goal::AddedAtMost(2.0));
+        assert!(!added.target.as_ref().expect("target").met);
         let report = Report {
             preset: "smoke".into(),
             machine: Machine::read("2.15.1".into()),
-            rows: vec![row],
+            log: "one nats-server; every stream R1".into(),
+            rows: vec![row, added],
             memory: vec![Memory {
                 phase: "queries",
                 process: "fleetd",
                 peak_rss_mib: 42.0,
             }],
+            notes: vec!["fleetd on n1".into()],
             seconds: 1.0,
         };
         let table = report.markdown();
@@ -231,5 +268,11 @@ mod tests {
         );
         assert!(table.contains("≤ 0.15 ms ✅"), "{table}");
         assert!(table.contains("| queries | fleetd | 42 |"), "{table}");
+        assert!(table.contains("≤ 2 ms over raw ❌"), "{table}");
+        assert!(
+            table.contains("Log: one nats-server; every stream R1"),
+            "{table}"
+        );
+        assert!(table.contains("- fleetd on n1"), "{table}");
     }
 }

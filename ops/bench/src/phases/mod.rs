@@ -1,7 +1,9 @@
-//! One module per phase of issue 4's benchmark; each adds its rows.
+//! One module per phase of issue 4's benchmark (and issue 15's failover);
+//! each adds its rows.
 
 pub mod access;
 pub mod commands;
+pub mod failover;
 pub mod queries;
 pub mod replay;
 pub mod upgrade;
