@@ -282,20 +282,16 @@ impl UpgradeController {
             Some(held) => held,
             None => self.service.write_gate.clone().write_owned().await,
         };
-        let first_paused_ms = match self.fenced(target).await {
-            Ok(first) => first,
+        let switched = async {
+            let first_paused_ms = self.fenced(target).await?;
+            let last = self.catch_up_and_activate(target, true).await?;
+            Ok::<_, ServiceError>((first_paused_ms, last))
+        };
+        let (first_paused_ms, last) = match switched.await {
+            Ok(switched) => switched,
             Err(err) => {
                 // Writes resume in the current version; the switch is
                 // retried by the next reconcile.
-                let _ = self
-                    .announce_writing(&self.projections.active_version())
-                    .await;
-                return Err(err);
-            }
-        };
-        let last = match self.catch_up_and_activate(target, true).await {
-            Ok(last) => last,
-            Err(err) => {
                 let _ = self
                     .announce_writing(&self.projections.active_version())
                     .await;

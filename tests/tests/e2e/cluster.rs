@@ -4,14 +4,14 @@
 
 use crate::common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::{PARENT, REGION, device, device_name, revision};
-use fleetlog_events::log::{LogOptions, StartAt};
+use fleetlog_events::log::LogOptions;
 use fleetlog_events::{EventLog, Id, StreamId};
+use fleetlog_projections::AsWritten;
 use fleetlog_projections::store::Store;
-use fleetlog_projections::{AsWritten, Projection, projector};
 use fleetlog_proto::devices::v1::device_service_client::DeviceServiceClient;
 use fleetlog_proto::devices::v1::{
     CreateDeviceRequest, Device, GetDeviceRequest, UpdateDeviceRequest, WatchDevicesRequest,
@@ -338,6 +338,24 @@ async fn write_until(
     Ok((acked, calls))
 }
 
+/// `count` writers ([`write_until`]), spread over `processes` in turn.
+async fn spawn_writers(
+    count: usize,
+    processes: &[&Process],
+    stop: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<(Vec<Acked>, Vec<Call>)>>>> {
+    let mut writers = Vec::new();
+    for writer in 0..count {
+        let process = processes[writer % processes.len()];
+        writers.push(tokio::spawn(write_until(
+            writer,
+            process.devices().await?,
+            stop.clone(),
+        )));
+    }
+    Ok(writers)
+}
+
 #[tokio::test]
 async fn the_devices_stream_leader_killed_under_load_loses_no_acknowledged_write()
 -> anyhow::Result<()> {
@@ -347,15 +365,7 @@ async fn the_devices_stream_leader_killed_under_load_loses_no_acknowledged_write
     let stream = StreamId::new(Id::parse("devices")?, Id::parse(REGION)?).stream_name();
 
     let stop = tokio_util::sync::CancellationToken::new();
-    let mut writers = Vec::new();
-    for writer in 0..4 {
-        let api = if writer % 2 == 0 { &api_1 } else { &api_2 };
-        writers.push(tokio::spawn(write_until(
-            writer,
-            api.devices().await?,
-            stop.clone(),
-        )));
-    }
+    let writers = spawn_writers(4, &[&api_1, &api_2], &stop).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let client = nats.connect().await?;
@@ -414,24 +424,14 @@ async fn the_devices_stream_leader_killed_under_load_loses_no_acknowledged_write
 
     // Every acknowledged write is in the log exactly once, as acknowledged.
     let log = devices_log(&nats).await?;
-    let last = log.last_revision().await?;
-    let subscription = log
-        .follow(StartAt::After(fleetlog_events::Revision::NONE))
-        .await?;
-    let mut events = subscription.events;
+    let events = common::every_event(&log).await?;
+    let last = events.last().map_or(0, |e| e.revision.get());
     let mut by_command: HashMap<String, Vec<i64>> = HashMap::new();
-    let mut latest: BTreeMap<String, i64> = BTreeMap::new();
-    while latest.values().copied().max().unwrap_or(0) < last.get() as i64 {
-        let delivered = tokio::time::timeout(Duration::from_secs(10), events.next())
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the log ended early"))??;
-        let event = delivered.event;
-        let revision = event.revision.get() as i64;
+    for event in &events {
         by_command
             .entry(event.change.command_id.clone())
             .or_default()
-            .push(revision);
-        latest.insert(event.change.storage_key.clone(), revision);
+            .push(event.revision.get() as i64);
     }
     for write in &acked {
         let stored = by_command
@@ -450,16 +450,7 @@ async fn the_devices_stream_leader_killed_under_load_loses_no_acknowledged_write
     assert!(acked_names.len() * 2 >= acked.len());
 
     // Every process's projection equals a fresh replay of the log.
-    let fresh_dir = tempfile::tempdir()?;
-    let fresh = Projection::open(fresh_dir.path(), "v1")?;
-    projector::replay(
-        &log,
-        &fresh,
-        std::sync::Arc::new(AsWritten),
-        Default::default(),
-        |_, _| {},
-    )
-    .await?;
+    let (_fresh_dir, fresh) = common::fresh_replay(&log, std::sync::Arc::new(AsWritten)).await?;
     for process in [api_1, api_2] {
         // Caught up first: a Get with the last revision waits for it.
         process
@@ -467,7 +458,7 @@ async fn the_devices_stream_leader_killed_under_load_loses_no_acknowledged_write
             .await?
             .get_device(GetDeviceRequest {
                 name: acked[0].name.clone(),
-                min_revision: last.get() as i64,
+                min_revision: last as i64,
                 ..Default::default()
             })
             .await?;
@@ -489,15 +480,7 @@ async fn a_rolling_restart_of_every_node_fails_no_call() -> anyhow::Result<()> {
     let api_2 = Process::start(&nats, "api", "api-2")?;
     let stream = StreamId::new(Id::parse("devices")?, Id::parse(REGION)?).stream_name();
     let stop = tokio_util::sync::CancellationToken::new();
-    let mut writers = Vec::new();
-    for writer in 0..4 {
-        let api = if writer % 2 == 0 { &api_1 } else { &api_2 };
-        writers.push(tokio::spawn(write_until(
-            writer,
-            api.devices().await?,
-            stop.clone(),
-        )));
-    }
+    let writers = spawn_writers(4, &[&api_1, &api_2], &stop).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     // One node at a time, each back and caught up before the next goes.
     for node in 0..nats.len() {
@@ -589,16 +572,7 @@ async fn a_projector_killed_at_random_points_on_the_cluster_equals_a_fresh_repla
         last.get(),
         "no event applied twice or skipped"
     );
-    let fresh_dir = tempfile::tempdir()?;
-    let fresh = Projection::open(fresh_dir.path(), "v1")?;
-    projector::replay(
-        &log,
-        &fresh,
-        std::sync::Arc::new(AsWritten),
-        Default::default(),
-        |_, _| {},
-    )
-    .await?;
+    let (_fresh_dir, fresh) = common::fresh_replay(&log, std::sync::Arc::new(AsWritten)).await?;
     assert_eq!(
         survivor.dump()?,
         fresh.store().dump()?,
@@ -709,35 +683,23 @@ mod switch {
     /// first v1 one (an old-version write after the switch would drop what
     /// only v1 holds).
     async fn versions_in_log_order(nats: &NatsCluster) -> anyhow::Result<Vec<String>> {
-        let log = devices_log(nats).await?;
-        let last = log.last_revision().await?;
-        let mut events = log
-            .follow(StartAt::After(fleetlog_events::Revision::NONE))
-            .await?
-            .events;
-        let mut versions = Vec::new();
-        let mut seen = 0;
-        while seen < last.get() {
-            let delivered = tokio::time::timeout(Duration::from_secs(10), events.next())
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("the log ended early"))??;
-            seen = delivered.event.revision.get();
-            let type_url = delivered
-                .event
-                .change
-                .resource
-                .map(|r| r.type_url)
-                .unwrap_or_default();
-            versions.push(
+        let events = common::every_event(&devices_log(nats).await?).await?;
+        Ok(events
+            .iter()
+            .map(|event| {
+                let type_url = event
+                    .change
+                    .resource
+                    .as_ref()
+                    .map_or("", |r| r.type_url.as_str());
                 if type_url.contains(".v1alpha2.") {
                     "v1alpha2"
                 } else {
                     "v1"
                 }
-                .to_owned(),
-            );
-        }
-        Ok(versions)
+                .to_owned()
+            })
+            .collect())
     }
 
     fn assert_no_old_write_after_a_new_one(versions: &[String]) {

@@ -7,8 +7,8 @@ use crate::common;
 use std::time::Duration;
 
 use common::{PARENT, Sandbox, create, device, device_name};
+use fleetlog_projections::AsWritten;
 use fleetlog_projections::store::Store;
-use fleetlog_projections::{AsWritten, Projection, projector};
 use fleetlog_proto::devices::v1::{DeleteDeviceRequest, ListDevicesRequest, UpdateDeviceRequest};
 use fleetlog_tests::FleetdProcess;
 use rand::Rng;
@@ -114,16 +114,7 @@ async fn projector_survives_twenty_kill9s() -> anyhow::Result<()> {
         "no event applied twice or skipped"
     );
 
-    let fresh_dir = tempfile::tempdir()?;
-    let fresh = Projection::open(fresh_dir.path(), "v1")?;
-    projector::replay(
-        &log,
-        &fresh,
-        std::sync::Arc::new(AsWritten),
-        Default::default(),
-        |_, _| {},
-    )
-    .await?;
+    let (_fresh_dir, fresh) = common::fresh_replay(&log, std::sync::Arc::new(AsWritten)).await?;
     assert_eq!(
         survivor.dump()?,
         fresh.store().dump()?,

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use common::{REGION, Sandbox};
 use fleetlog_events::{EventLog, Id, StreamId};
 use fleetlog_projections::store::Store;
-use fleetlog_projections::{Projection, projector};
 use fleetlog_proto::api::v1::Metadata;
 use fleetlog_proto::devices::{v1, v1alpha2};
 use fleetlog_proto::meta::v1::deployment::Stage;
@@ -403,15 +402,9 @@ async fn upgrade_under_load_loses_nothing_and_pauses_briefly() -> anyhow::Result
         "v1",
     )?;
     assert_eq!(live.checkpoint()?.revision, final_revision);
-    let fresh_dir = tempfile::tempdir()?;
-    let fresh = Projection::open(fresh_dir.path(), "v1")?;
-    let converter = fleetlog_model::devices::converter("v1");
-    projector::replay(
+    let (_fresh_dir, fresh) = common::fresh_replay(
         &log,
-        &fresh,
-        std::sync::Arc::new(converter),
-        Default::default(),
-        |_, _| {},
+        std::sync::Arc::new(fleetlog_model::devices::converter("v1")),
     )
     .await?;
     assert_eq!(

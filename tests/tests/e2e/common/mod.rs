@@ -167,3 +167,43 @@ pub fn revision(device: &Device) -> i64 {
 pub fn code<T>(result: Result<T, tonic::Status>) -> tonic::Code {
     result.err().map_or(tonic::Code::Ok, |status| status.code())
 }
+
+/// A new projection in a temporary directory, built by replaying all of
+/// `log` through `converter`: what every live projection must equal.
+pub async fn fresh_replay(
+    log: &EventLog,
+    converter: std::sync::Arc<dyn fleetlog_projections::Converter>,
+) -> anyhow::Result<(
+    tempfile::TempDir,
+    std::sync::Arc<fleetlog_projections::Projection>,
+)> {
+    let dir = tempfile::tempdir()?;
+    let fresh = fleetlog_projections::Projection::open(dir.path(), "v1")?;
+    fleetlog_projections::projector::replay(log, &fresh, converter, Default::default(), |_, _| {})
+        .await?;
+    Ok((dir, fresh))
+}
+
+/// Every event of `log`, in order, up to its last revision when called.
+pub async fn every_event(log: &EventLog) -> anyhow::Result<Vec<fleetlog_events::StoredEvent>> {
+    use futures::StreamExt;
+    let last = log.last_revision().await?;
+    let mut events = log
+        .follow(fleetlog_events::log::StartAt::After(
+            fleetlog_events::Revision::NONE,
+        ))
+        .await?
+        .events;
+    let mut read = Vec::new();
+    while read
+        .last()
+        .map_or(0, |e: &fleetlog_events::StoredEvent| e.revision.get())
+        < last.get()
+    {
+        let delivered = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the log ended before revision {last}"))??;
+        read.push(delivered.event);
+    }
+    Ok(read)
+}
