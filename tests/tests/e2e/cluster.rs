@@ -594,6 +594,7 @@ mod switch {
     use fleetlog_proto::meta::v1::{
         BeginUpgradeRequest, Deployment, GetDeploymentRequest, SetAvailableUpgradeRequest,
     };
+    use fleetlog_services::fence::ProcessEntry;
 
     const DEPLOYMENT: &str = "services/devices.fleetlog.io/deployments/eu1";
     type OldClient = v1alpha2::device_service_client::DeviceServiceClient<Authed>;
@@ -612,30 +613,66 @@ mod switch {
         Ok(Process { name, fleetd, data })
     }
 
-    /// Creates devices through v1alpha2 until `stop`; every create must
-    /// succeed (the switch queues writes, it never rejects them).
+    /// A create a process acknowledged: its request ID and revision.
+    type AckedCreate = (String, i64);
+
+    /// Creates devices through v1alpha2 until `stop`, each with its own
+    /// `request_id`; every create must succeed (the switch queues writes,
+    /// it never rejects them) unless the process is to be `killed`: then
+    /// the first failure ends the writer. Returns what was acknowledged.
     async fn create_until(
         process: &Process,
         writer: usize,
         stop: tokio_util::sync::CancellationToken,
-    ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<usize>>> {
+        killed: bool,
+    ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<Vec<AckedCreate>>>> {
         let mut client = OldClient::new(fleetlog_tests::admin(process.fleetd.grpc_url()).await?);
         Ok(tokio::spawn(async move {
-            let mut n = 0;
+            let mut acked = Vec::new();
             while !stop.is_cancelled() {
-                client
+                let n = acked.len();
+                let request_id = format!("{:032x}", rand::random::<u128>());
+                let created = client
                     .create_device(v1alpha2::CreateDeviceRequest {
                         parent: "projects/p0".into(),
                         device_id: format!("w{writer}-{n}"),
                         device: Some(v1alpha2::Device::default()),
-                        request_id: String::new(),
+                        request_id: request_id.clone(),
                     })
-                    .await
-                    .map_err(|s| anyhow::anyhow!("writer {writer}, create {n} rejected: {s}"))?;
-                n += 1;
+                    .await;
+                match created {
+                    Ok(device) => {
+                        let revision = device.into_inner().metadata.map_or(0, |m| m.revision);
+                        acked.push((request_id, revision));
+                    }
+                    Err(_) if killed => break,
+                    Err(s) => anyhow::bail!("writer {writer}, create {n} rejected: {s}"),
+                }
             }
-            Ok(n)
+            Ok(acked)
         }))
+    }
+
+    /// Every acknowledged create is in the log exactly once, at its
+    /// acknowledged revision.
+    fn assert_every_acked_create_is_logged_once(
+        events: &[fleetlog_events::StoredEvent],
+        acked: &[AckedCreate],
+    ) {
+        let mut by_command: HashMap<&str, Vec<i64>> = HashMap::new();
+        for event in events {
+            by_command
+                .entry(event.change.command_id.as_str())
+                .or_default()
+                .push(event.revision.get() as i64);
+        }
+        for (request_id, revision) in acked {
+            assert_eq!(
+                by_command.get(request_id.as_str()),
+                Some(&vec![*revision]),
+                "request {request_id} is in the log once, at its acknowledged revision"
+            );
+        }
     }
 
     async fn deployment(
@@ -682,9 +719,8 @@ mod switch {
     /// The event versions in log order: no v1alpha2 event may follow the
     /// first v1 one (an old-version write after the switch would drop what
     /// only v1 holds).
-    async fn versions_in_log_order(nats: &NatsCluster) -> anyhow::Result<Vec<String>> {
-        let events = common::every_event(&devices_log(nats).await?).await?;
-        Ok(events
+    fn versions_in_log_order(events: &[fleetlog_events::StoredEvent]) -> Vec<String> {
+        events
             .iter()
             .map(|event| {
                 let type_url = event
@@ -699,7 +735,7 @@ mod switch {
                 }
                 .to_owned()
             })
-            .collect())
+            .collect()
     }
 
     fn assert_no_old_write_after_a_new_one(versions: &[String]) {
@@ -720,8 +756,8 @@ mod switch {
         let api_2 = start(&nats, "api-2")?;
         let stop = tokio_util::sync::CancellationToken::new();
         let writers = vec![
-            create_until(&api_1, 1, stop.clone()).await?,
-            create_until(&api_2, 2, stop.clone()).await?,
+            create_until(&api_1, 1, stop.clone(), false).await?,
+            create_until(&api_2, 2, stop.clone(), false).await?,
         ];
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut meta =
@@ -729,10 +765,11 @@ mod switch {
         let done = upgrade_to_v1(&mut meta, Duration::from_secs(60)).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         stop.cancel();
-        let mut created = 0;
+        let mut acked = Vec::new();
         for writer in writers {
-            created += writer.await??;
+            acked.extend(writer.await??);
         }
+        let created = acked.len();
         let pause = done
             .upgrade_state
             .and_then(|s| s.switch_pause)
@@ -743,7 +780,9 @@ mod switch {
             pause > Duration::ZERO && pause < Duration::from_secs(5),
             "{pause:?}"
         );
-        assert_no_old_write_after_a_new_one(&versions_in_log_order(&nats).await?);
+        let events = common::every_event(&devices_log(&nats).await?).await?;
+        assert_no_old_write_after_a_new_one(&versions_in_log_order(&events));
+        assert_every_acked_create_is_logged_once(&events, &acked);
         for process in [api_1, api_2] {
             let status = process.fleetd.shut_down().await?;
             assert!(status.success(), "{status}");
@@ -757,7 +796,7 @@ mod switch {
         let api_1 = start(&nats, "api-1")?;
         let mut api_2 = start(&nats, "api-2")?;
         let stop = tokio_util::sync::CancellationToken::new();
-        let writer = create_until(&api_1, 1, stop.clone()).await?;
+        let writer = create_until(&api_1, 1, stop.clone(), false).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         // Its fence entry outlives it by up to the TTL: the switch waits
         // that out and completes.
@@ -769,10 +808,123 @@ mod switch {
         let took = started.elapsed();
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop.cancel();
-        let created = writer.await??;
+        let acked = writer.await??;
+        let created = acked.len();
         println!("upgrade with a dead api process took {took:?}; {created} creates, none rejected");
         assert!(took < Duration::from_secs(15), "{took:?}");
-        assert_no_old_write_after_a_new_one(&versions_in_log_order(&nats).await?);
+        let events = common::every_event(&devices_log(&nats).await?).await?;
+        assert_no_old_write_after_a_new_one(&versions_in_log_order(&events));
+        assert_every_acked_create_is_logged_once(&events, &acked);
+        let status = api_1.fleetd.shut_down().await?;
+        assert!(status.success(), "{status}");
+        Ok(())
+    }
+
+    /// The harder case: api-2 dies with its gate closed, paused for the
+    /// switch and waiting on the fence. A third, slow api process (its
+    /// entry, kept fresh by the test, still writing v1alpha2) holds both
+    /// api-1 and api-2 in the fence, so api-2 cannot finish before the
+    /// kill; then the slow one leaves, and api-1 finds api-2's entry paused
+    /// (or, later, expired) and completes the switch.
+    #[tokio::test]
+    async fn an_api_process_killed_with_its_gate_closed_mid_switch_cannot_block_it()
+    -> anyhow::Result<()> {
+        let nats = NatsCluster::start(3).await?;
+        let api_1 = start(&nats, "api-1")?;
+        let mut api_2 = start(&nats, "api-2")?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let survivor = create_until(&api_1, 1, stop.clone(), false).await?;
+        let victim = create_until(&api_2, 2, stop.clone(), true).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let js = async_nats::jetstream::new(nats.connect().await?);
+        let bucket = js
+            .get_key_value(format!("fleetlog-processes-{REGION}"))
+            .await?;
+        let slow = tokio_util::sync::CancellationToken::new();
+        let slow_process = tokio::spawn({
+            let (bucket, slow) = (bucket.clone(), slow.clone());
+            let entry = serde_json::to_vec(&ProcessEntry {
+                version: "v1alpha2".into(),
+                ..Default::default()
+            })?;
+            async move {
+                while !slow.is_cancelled() {
+                    bucket.put("api-3", entry.clone().into()).await?;
+                    tokio::select! {
+                        _ = slow.cancelled() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+                bucket.delete("api-3").await?;
+                anyhow::Ok(())
+            }
+        });
+        let mut api_2_entries = bucket.watch("api-2").await?;
+        let mut meta =
+            DeploymentServiceClient::new(fleetlog_tests::admin(api_1.fleetd.grpc_url()).await?);
+        meta.set_available_upgrade(SetAvailableUpgradeRequest {
+            name: DEPLOYMENT.into(),
+            target_api_version: "v1".into(),
+            ..Default::default()
+        })
+        .await?;
+        meta.begin_upgrade(BeginUpgradeRequest {
+            name: DEPLOYMENT.into(),
+            ..Default::default()
+        })
+        .await?;
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(update) = api_2_entries.next().await {
+                let entry: ProcessEntry = serde_json::from_slice(&update?.value)?;
+                if entry.paused_for.as_deref() == Some("v1") {
+                    return Ok(());
+                }
+            }
+            anyhow::bail!("the process bucket's watch ended")
+        })
+        .await??;
+        api_2.fleetd.kill9();
+        let killed_at = Instant::now();
+        let last_word = bucket
+            .get("api-2")
+            .await?
+            .map(|value| serde_json::from_slice::<ProcessEntry>(&value))
+            .transpose()?;
+        assert!(
+            last_word
+                .as_ref()
+                .is_some_and(|e| e.version == "v1alpha2" && e.paused_for.as_deref() == Some("v1")),
+            "api-2 died paused for v1, still on v1alpha2: {last_word:?}"
+        );
+        slow.cancel();
+        slow_process.await??;
+
+        let deadline = killed_at + Duration::from_secs(30);
+        loop {
+            let d = deployment(&mut meta).await?;
+            let stage = d.upgrade_state.as_ref().map_or(Stage::Ready, |s| s.stage());
+            if d.current_version == "v1" && stage == Stage::Ready {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no switch to v1: {d:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let took = killed_at.elapsed();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.cancel();
+        let mut acked = survivor.await??;
+        let survivor_wrote = acked.len();
+        let victim_acked = victim.await??;
+        acked.extend(victim_acked.iter().cloned());
+        println!(
+            "api-2 killed mid-switch: upgrade completed {took:?} later; api-1 wrote {survivor_wrote} creates, none rejected; api-2 had {} acknowledged",
+            victim_acked.len()
+        );
+        assert!(took < Duration::from_secs(15), "{took:?}");
+        let events = common::every_event(&devices_log(&nats).await?).await?;
+        assert_no_old_write_after_a_new_one(&versions_in_log_order(&events));
+        assert_every_acked_create_is_logged_once(&events, &acked);
         let status = api_1.fleetd.shut_down().await?;
         assert!(status.success(), "{status}");
         Ok(())
