@@ -87,15 +87,24 @@ pub trait Resource:
         Ok(())
     }
 
+    /// Whether [`check_references`](Self::check_references) or
+    /// [`check_delete`](Self::check_delete) read other resources: a
+    /// command first waits for the projection to reach the log's last
+    /// event, so the checks see what another process wrote a moment ago.
+    /// (A stream-state read per command: set only where checks read.)
+    const CHECKS_OTHERS: bool = false;
+
     /// Rules that involve other resources of the same service, checked
-    /// against the active projection before a create or update is written.
+    /// against the active projection before a create or update is written
+    /// (set [`CHECKS_OTHERS`](Self::CHECKS_OTHERS)).
     fn check_references(&self, _around: &Surroundings<'_>) -> Result<(), ModelError> {
         Ok(())
     }
 
     /// Refuses to delete this resource while something depends on it
     /// (FAILED_PRECONDITION naming what), checked against the active
-    /// projection before the tombstone is written.
+    /// projection before the tombstone is written (set
+    /// [`CHECKS_OTHERS`](Self::CHECKS_OTHERS)).
     fn check_delete(&self, _around: &Surroundings<'_>) -> Result<(), ModelError> {
         Ok(())
     }

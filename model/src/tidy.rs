@@ -128,3 +128,48 @@ fn each_service_stores_something_and_each_stored_type_once() {
         assert!(!stored.is_empty(), "{package} stores nothing");
     }
 }
+
+/// The `impl Resource` blocks under `dir`, with the file each is in.
+fn resource_impls(dir: &std::path::Path, found: &mut Vec<(String, String)>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            resource_impls(&path, found)?;
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path)?;
+            for block in text.split("\nimpl Resource for ").skip(1) {
+                // The block ends where the next item starts at column 0.
+                let body = block.split("\n}\n").next().unwrap_or(block);
+                found.push((path.display().to_string(), body.to_owned()));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_resource_whose_checks_read_others_says_so() -> std::io::Result<()> {
+    let mut impls = Vec::new();
+    resource_impls(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut impls,
+    )?;
+    assert!(
+        impls.len() >= 6,
+        "found only {} `impl Resource` blocks",
+        impls.len()
+    );
+    let mut problems = Vec::new();
+    for (file, body) in &impls {
+        let checks = body.contains("fn check_references(") || body.contains("fn check_delete(");
+        if checks && !body.contains("const CHECKS_OTHERS: bool = true;") {
+            let ty = body.split_whitespace().next().unwrap_or("?");
+            problems.push(format!(
+                "{file}: `impl Resource for {ty}` checks other resources but does not set \
+                 `const CHECKS_OTHERS: bool = true;` (its commands would check a stale projection)"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    Ok(())
+}

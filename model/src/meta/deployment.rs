@@ -34,6 +34,7 @@ impl Resource for Deployment {
     const ID_FIELD: &'static str = "deployment_id";
     const API_VERSION: &'static str = super::V1;
     const AREA: crate::Area = crate::Area::Meta;
+    const CHECKS_OTHERS: bool = true;
 
     crate::resource_fields!();
 

@@ -14,6 +14,7 @@ impl Resource for Region {
     const ID_FIELD: &'static str = "region_id";
     const API_VERSION: &'static str = super::V1;
     const AREA: crate::Area = crate::Area::Meta;
+    const CHECKS_OTHERS: bool = true;
 
     crate::resource_fields!();
 

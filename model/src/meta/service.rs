@@ -16,6 +16,7 @@ impl Resource for Service {
     const ID_FIELD: &'static str = "service_id";
     const API_VERSION: &'static str = super::V1;
     const AREA: crate::Area = crate::Area::Meta;
+    const CHECKS_OTHERS: bool = true;
 
     crate::resource_fields!();
 

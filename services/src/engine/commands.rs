@@ -243,7 +243,7 @@ impl<R: Resource> Engine<R> {
                     continue;
                 }
             };
-            self.check_surroundings(&change)?;
+            self.check_surroundings(&change).await?;
             match self.append(&key, change, command).await {
                 Ok(outcome) => return Ok(outcome),
                 Err(Appending::Failed(err)) => return Err(err),
@@ -280,16 +280,25 @@ impl<R: Resource> Engine<R> {
     /// The checks of a change that read other resources: the references of
     /// what a create or update writes, the dependents of what a delete
     /// removes. (Actions change what they own and are checked by their
-    /// `apply`.)
-    fn check_surroundings(&self, change: &Change<R>) -> Result<(), ServiceError> {
+    /// `apply`.) The projection is first brought up to the log's last
+    /// event: another process's write a moment ago (a deployment of the
+    /// service this command deletes) is in the log before it is in this
+    /// process's projection. Two such commands in flight at once can still
+    /// both pass: the checks span resources, the append's expectation one.
+    async fn check_surroundings(&self, change: &Change<R>) -> Result<(), ServiceError> {
+        if !R::CHECKS_OTHERS {
+            return Ok(());
+        }
+        let check: fn(&R, &Surroundings<'_>) -> Result<(), fleetlog_model::ModelError> =
+            match change.kind {
+                ChangeKind::Created | ChangeKind::Updated => R::check_references,
+                ChangeKind::Deleted => R::check_delete,
+                _ => return Ok(()),
+            };
         let projection = self.projection();
-        let around = self.surroundings(&projection);
-        let checked = match change.kind {
-            ChangeKind::Created | ChangeKind::Updated => change.resource.check_references(&around),
-            ChangeKind::Deleted => change.resource.check_delete(&around),
-            _ => Ok(()),
-        };
-        Ok(checked?)
+        let last = self.ctx.log.last_revision().await?;
+        projection.wait_for(last, self.ctx.read_wait).await?;
+        Ok(check(&change.resource, &self.surroundings(&projection))?)
     }
 
     /// A command's answer: the resource it wrote (or its earlier attempt

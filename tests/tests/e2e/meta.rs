@@ -35,7 +35,11 @@ struct Meta {
 
 impl Meta {
     async fn connect(sandbox: &Sandbox) -> anyhow::Result<Meta> {
-        let channel = admin(sandbox.grpc_url()).await?;
+        Self::connect_to(sandbox.grpc_url()).await
+    }
+
+    async fn connect_to(url: String) -> anyhow::Result<Meta> {
+        let channel = admin(url).await?;
         Ok(Meta {
             regions: RegionServiceClient::new(channel.clone()),
             services: ServiceServiceClient::new(channel.clone()),
@@ -319,5 +323,43 @@ async fn an_update_that_creates_checks_references_like_a_create() -> anyhow::Res
         .await?
         .into_inner();
     assert_eq!(made.metadata.map(|m| m.generation), Some(1), "created");
+    sandbox.stop().await
+}
+
+/// The checks of one process see what another wrote a moment ago: a
+/// deployment created through a second process right after its service was
+/// created through the first is accepted, and deleting the service through
+/// the first right after that is refused (its projection may not hold the
+/// deployment yet; the command waits for it to reach the log's last event).
+#[tokio::test]
+async fn the_checks_of_a_command_see_what_another_process_just_wrote() -> anyhow::Result<()> {
+    let sandbox = Sandbox::start().await?;
+    let data = tempfile::tempdir()?;
+    let other = fleetlog_tests::FleetdProcess::start(
+        "api",
+        &[
+            ("FLEETLOG_NATS_URL", sandbox.nats.url()),
+            ("FLEETLOG_DATA_DIR", data.path().display().to_string()),
+            ("FLEETLOG_REGION", REGION.to_owned()),
+            ("FLEETLOG_PROCESS_NAME", "api-2".to_owned()),
+        ],
+    )?;
+    let mut here = Meta::connect(&sandbox).await?;
+    let mut there = Meta::connect_to(other.grpc_url()).await?;
+    for round in 0..40 {
+        let service = format!("s{round}.example.com");
+        here.service(&service, &[]).await?;
+        there
+            .deployment(&service, REGION)
+            .await
+            .map_err(|e| anyhow::anyhow!("round {round}: a deployment of {service}: {e}"))?;
+        let deleted = here.delete_service(&format!("services/{service}")).await;
+        refused(
+            deleted,
+            &[&format!("services/{service}/deployments/{REGION}")],
+        );
+    }
+    let status = other.shut_down().await?;
+    assert!(status.success(), "{status}");
     sandbox.stop().await
 }
