@@ -656,7 +656,7 @@ async fn stream_info(
 /// `count` distinct free loopback ports: all bound at once so none repeats,
 /// then released for nats-server to take. Another process could take one in
 /// between; on loopback in a test run that has not been seen to matter.
-fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
+pub(crate) fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
     let listeners = (0..count)
         .map(|_| TcpListener::bind("127.0.0.1:0").context("binding a free loopback port"))
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -670,7 +670,7 @@ fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
 }
 
 /// A path as a quoted nats-server config string.
-fn quoted(path: &Path) -> anyhow::Result<String> {
+pub(crate) fn quoted(path: &Path) -> anyhow::Result<String> {
     let text = path
         .to_str()
         .with_context(|| format!("{} is not UTF-8", path.display()))?;
@@ -682,7 +682,7 @@ fn quoted(path: &Path) -> anyhow::Result<String> {
 
 /// An HTTP/1.0 GET on loopback: enough for the monitoring endpoints, which
 /// close the connection after one response, without an HTTP client crate.
-async fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
+pub(crate) async fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     stream
         .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())

@@ -4,6 +4,8 @@
 //!
 //! [`NatsCluster`] (module [`cluster`]) runs several nats-server processes
 //! as one JetStream cluster, with faults: SIGKILL, restart, lame duck mode.
+//! [`NatsRegions`] (module [`regions`]) runs one server per region, each its
+//! own JetStream domain, linked by leafnodes that a test can cut.
 //!
 //! Nothing here mocks the log or the database. Every suite in `tests/tests`
 //! (and the crates' own integration tests) starts what it needs through this
@@ -14,8 +16,10 @@
 //! fleetd the harness starts is given.
 
 pub mod cluster;
+pub mod regions;
 
 pub use cluster::{ClusterOptions, NatsCluster};
+pub use regions::NatsRegions;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
