@@ -16,6 +16,12 @@ pub enum LogError {
     /// happen or will be recognised as done on retry.
     #[error("the event log is unavailable: {0}")]
     Unavailable(String),
+    /// An append to a read copy of another region's stream: the command
+    /// belongs to the owning region.
+    #[error(
+        "{stream} is a read copy of region {owner}'s log; its resources are written in {owner}"
+    )]
+    ReadCopy { stream: String, owner: String },
     /// An event could not be decoded.
     #[error("event {sequence} is corrupt: {reason}")]
     Corrupt { sequence: u64, reason: String },

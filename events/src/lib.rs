@@ -11,6 +11,6 @@ pub mod subject;
 
 pub use envelope::{CommandId, Revision, StoredEvent};
 pub use error::LogError;
-pub use log::{Appended, Delivered, EventLog, ServerFeatures, StartAt, Subscription};
+pub use log::{Appended, CopyState, Delivered, EventLog, ServerFeatures, StartAt, Subscription};
 pub use name::{Id, NameError, ParentName, ResourceName, StorageKey};
 pub use subject::{DeviceLogStream, SHARD_RING_SIZE, ShardId, StreamId};

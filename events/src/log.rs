@@ -158,6 +158,20 @@ pub enum Appended {
     Earlier(Box<StoredEvent>),
 }
 
+/// A read copy's view of how current it is. `lag` is set from the last
+/// message the mirror received, so it freezes during a partition;
+/// `since_active` (the time since the mirror last heard from its origin,
+/// refreshed by a heartbeat every second) is the staleness signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CopyState {
+    /// The newest revision the copy holds.
+    pub last: Revision,
+    /// Events the origin had that the copy did not, when it last heard.
+    pub lag: u64,
+    /// Since the copy last heard from its origin; None before it ever did.
+    pub since_active: Option<Duration>,
+}
+
 /// An event delivered by a consumer, with how many more the server had
 /// pending for that consumer when it sent this one.
 #[derive(Clone, Debug)]
@@ -183,6 +197,10 @@ pub struct EventLog {
     id: StreamId,
     features: ServerFeatures,
     options: LogOptions,
+    /// A read copy (a mirror of another region's stream): appends are
+    /// refused, since over a leafnode they would land in the owner's
+    /// stream, past its command checks.
+    copy: bool,
     /// The newest revision an append through this handle (or a clone of
     /// it) was acknowledged at: what this process has told a client is
     /// written. Queries wait for their projection to reach it, so a read
@@ -232,8 +250,80 @@ impl EventLog {
             id,
             features,
             options,
+            copy: false,
             acknowledged: Arc::default(),
         })
+    }
+
+    /// A read copy, in the connected region, of `id`'s stream, which the
+    /// region `id.region()` owns: a JetStream mirror of it from that
+    /// region's domain (`$JS.<region>.API`), created if needed. A mirror
+    /// keeps the origin's sequence numbers, so every revision read here is
+    /// the owner's. Appends are refused ([`LogError::ReadCopy`]).
+    pub async fn open_copy(
+        client: async_nats::Client,
+        id: StreamId,
+        options: LogOptions,
+    ) -> Result<Self, LogError> {
+        let features = ServerFeatures::detect(&client)?;
+        let js = jetstream::new(client.clone());
+        let wanted = stream::Config {
+            name: id.stream_name(),
+            mirror: Some(stream::Source {
+                name: id.stream_name(),
+                external: Some(stream::External {
+                    api_prefix: format!("$JS.{}.API", id.region()),
+                    delivery_prefix: None,
+                }),
+                ..Default::default()
+            }),
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            allow_direct: true,
+            deny_delete: true,
+            num_replicas: options.replicas,
+            ..Default::default()
+        };
+        let stream = ensure_stream(&js, wanted.clone()).await?;
+        let mut echoed = stream.clone();
+        let info = echoed
+            .info()
+            .await
+            .map_err(|e| LogError::unavailable("reading the read copy", e))?;
+        check_echoed_config(&wanted, &info.config)?;
+        Ok(EventLog {
+            client,
+            js,
+            stream,
+            id,
+            features,
+            options,
+            copy: true,
+            acknowledged: Arc::default(),
+        })
+    }
+
+    /// Whether this is a read copy of another region's stream.
+    pub fn is_copy(&self) -> bool {
+        self.copy
+    }
+
+    /// How far a read copy is behind its origin, as far as it knows. None
+    /// for a stream this region owns.
+    pub async fn copy_state(&self) -> Result<Option<CopyState>, LogError> {
+        if !self.copy {
+            return Ok(None);
+        }
+        let mut stream = self.stream.clone();
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| LogError::unavailable("reading the read copy", e))?;
+        Ok(Some(CopyState {
+            last: Revision(info.state.last_sequence),
+            lag: info.mirror.as_ref().map_or(0, |m| m.lag),
+            since_active: info.mirror.as_ref().and_then(|m| m.active),
+        }))
     }
 
     /// The newest revision an append of this process was acknowledged at
@@ -418,6 +508,12 @@ impl EventLog {
         expected: Revision,
         command: &CommandId,
     ) -> Result<Appended, LogError> {
+        if self.copy {
+            return Err(LogError::ReadCopy {
+                stream: self.id.stream_name(),
+                owner: self.id.region().to_string(),
+            });
+        }
         let appended = self.append_once(key, change, expected, command).await?;
         self.note_acknowledged(match &appended {
             Appended::Written(revision) => *revision,
@@ -688,6 +784,29 @@ pub async fn ensure_stream(
             .config
             .clone();
     }
+    let mirror_of = |config: &stream::Config| {
+        config.mirror.as_ref().map(|m| {
+            (
+                m.name.clone(),
+                m.external.as_ref().map(|e| e.api_prefix.clone()),
+            )
+        })
+    };
+    if mirror_of(&config) != mirror_of(&wanted) {
+        let describe = |m: Option<(String, Option<String>)>| match m {
+            None => "its own subjects".to_owned(),
+            Some((name, api)) => format!("a mirror of {name} via {}", api.unwrap_or_default()),
+        };
+        return Err(LogError::Unsupported {
+            feature: "the stream's origin",
+            detail: format!(
+                "stream {} exists as {}, expected {} (is another region's fleetd configured with this region's name?)",
+                wanted.name,
+                describe(mirror_of(&config)),
+                describe(mirror_of(&wanted))
+            ),
+        });
+    }
     if config.subjects != wanted.subjects {
         return Err(LogError::Unsupported {
             feature: "the stream's subjects",
@@ -721,7 +840,8 @@ fn check_echoed_config(wanted: &stream::Config, echoed: &stream::Config) -> Resu
             "the server ignored allow_direct".into(),
         ));
     }
-    if echoed.duplicate_window != wanted.duplicate_window {
+    // A mirror deduplicates nothing: its origin did.
+    if wanted.mirror.is_none() && echoed.duplicate_window != wanted.duplicate_window {
         return Err(mismatch(
             "message deduplication",
             format!("duplicate window is {:?}", echoed.duplicate_window),

@@ -54,6 +54,11 @@ impl From<LogError> for ServiceError {
                 ServiceError::Unavailable(format!("{err}; retry the request"))
             }
             LogError::Unavailable(_) => ServiceError::Unavailable(err.to_string()),
+            // Commands are routed to the owning region before they get
+            // here; one that was not is refused, never written across.
+            LogError::ReadCopy { .. } => ServiceError::FailedPrecondition(format!(
+                "{err}: send the command to that region's endpoint"
+            )),
             LogError::Corrupt { .. } | LogError::Unsupported { .. } => {
                 ServiceError::Internal(err.to_string())
             }

@@ -20,6 +20,7 @@ mod metrics;
 mod openapi;
 mod projector_crash;
 mod provisioning;
+mod regions;
 mod rest;
 mod tls;
 mod upgrade;
