@@ -66,6 +66,9 @@ config_keys! {
     data_dir: PathBuf = PathBuf::from("./data"), env(FLEETLOG_DATA_DIR, PathName);
     /// The region this process serves.
     region: String = "local".into(), env(FLEETLOG_REGION, Text);
+    /// The region that owns Meta and IAM (their streams live there; every
+    /// other region reads them from read copies); unset: this region.
+    leading_region: Option<String> = None, env(FLEETLOG_LEADING_REGION, Text);
     /// Admin key to create on first start.
     bootstrap_admin_key: Option<String> = None,
         secret(FLEETLOG_BOOTSTRAP_ADMIN_KEY, Text);
@@ -417,6 +420,15 @@ impl Config {
                 format_args!("is not a valid region ID: {e}"),
             ));
         }
+        if let Some(leading) = &self.leading_region
+            && let Err(e) = fleetlog_events::Id::parse(leading)
+        {
+            return Err(sources.invalid(
+                keys::leading_region::NAME,
+                leading,
+                format_args!("is not a valid region ID: {e}"),
+            ));
+        }
         if !crate::devices::VERSIONS.contains(&self.devices_initial_version.as_str()) {
             return Err(sources.invalid(
                 keys::devices_initial_version::NAME,
@@ -504,6 +516,12 @@ impl Config {
 
     pub fn read_wait(&self) -> Duration {
         Duration::from_millis(self.read_wait_ms)
+    }
+
+    /// The region whose streams hold Meta and IAM: `leading_region`, or
+    /// this region when unset.
+    pub fn meta_region(&self) -> &str {
+        self.leading_region.as_deref().unwrap_or(&self.region)
     }
 
     pub fn nats_retry(&self) -> Duration {
@@ -1272,6 +1290,7 @@ mod tests {
             http_listen: 127.0.0.1:1001\n\
             data_dir: /file/data\n\
             region: file\n\
+            leading_region: file-lead\n\
             bootstrap_admin_key: file-key\n\
             nats_server_bin: /file/nats-server\n\
             read_wait_ms: 1\n\
@@ -1295,6 +1314,7 @@ mod tests {
                 ("FLEETLOG_HTTP_LISTEN", "127.0.0.1:2001"),
                 ("FLEETLOG_DATA_DIR", "/env/data"),
                 ("FLEETLOG_REGION", "env"),
+                ("FLEETLOG_LEADING_REGION", "env-lead"),
                 ("FLEETLOG_BOOTSTRAP_ADMIN_KEY", "env-key"),
                 ("FLEETLOG_NATS_SERVER", "/env/nats-server"),
                 ("FLEETLOG_READ_WAIT_MS", "11"),
@@ -1320,6 +1340,7 @@ mod tests {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 2001)),
             data_dir: "/env/data".into(),
             region: "env".into(),
+            leading_region: Some("env-lead".into()),
             bootstrap_admin_key: Some("env-key".into()),
             nats_server_bin: "/env/nats-server".into(),
             read_wait_ms: 11,

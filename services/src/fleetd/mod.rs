@@ -125,7 +125,6 @@ pub async fn run(
 /// What every service's projections share in one process.
 struct Projections<'a> {
     dir: std::path::PathBuf,
-    region: &'a Id,
     reconnects: tokio::sync::watch::Receiver<u64>,
     failed: CancellationToken,
     metrics: &'a Metrics,
@@ -145,7 +144,9 @@ impl Projections<'_> {
         let service = log.id().service();
         let set = ProjectionSet::open(
             log.clone(),
-            self.dir.join(format!("{service}-{}", self.region)),
+            // The log's region: a read copy's projections are named after
+            // the region that owns it.
+            self.dir.join(format!("{service}-{}", log.id().region())),
             Arc::new(move |version: &str| Arc::new(converter(version)) as Arc<dyn Converter>),
             self.reconnects.clone(),
             self.failed.clone(),
@@ -179,9 +180,13 @@ async fn serve(
         replicas: config.nats_replicas,
         retry_for: config.nats_retry(),
     };
-    let devices_log = open_log(&client, devices::SERVICE, &region, log_options).await?;
-    let meta_log = open_log(&client, meta::SERVICE, &region, log_options).await?;
-    let iam_log = open_log(&client, iam::SERVICE, &region, log_options).await?;
+    let devices_log = open_log(&client, devices::SERVICE, &region, true, log_options).await?;
+    // Meta and IAM live in the leading region; any other reads them from
+    // read copies (docs/adr/0007).
+    let meta_region = Id::parse(config.meta_region())?;
+    let leads = meta_region == region;
+    let meta_log = open_log(&client, meta::SERVICE, &meta_region, leads, log_options).await?;
+    let iam_log = open_log(&client, iam::SERVICE, &meta_region, leads, log_options).await?;
     let device_logs =
         DeviceLogs::open(client.clone(), region.clone(), config.nats_replicas).await?;
     let tasks = TaskTracker::new();
@@ -191,7 +196,6 @@ async fn serve(
 
     let projections = Projections {
         dir: config.data_dir.join("projections"),
-        region: &region,
         reconnects,
         failed: projector_failed.clone(),
         metrics: &metrics,
@@ -230,6 +234,7 @@ async fn serve(
     };
     let iam_ctx = context(&iam_log, &iam_set, iam::VERSIONS, true);
     if accept_commands
+        && leads
         && config.bootstrap_admin_key.is_none()
         && let Some(key) = bootstrap::admin_key(&iam_ctx).await?
     {
@@ -242,10 +247,11 @@ async fn serve(
     let meta_ctx = context(&meta_log, &meta_set, meta::VERSIONS, true);
     let deployments = Engine::<Deployment>::new(meta_ctx.clone());
     let deployment_name = deployment::deployment_name(devices::SERVICE_DOMAIN, &region)?;
-    if accept_commands {
+    if accept_commands && leads {
         bootstrap::register(&meta_ctx, &region, &config.devices_initial_version).await?;
     }
-    let current = wait_for_deployment(&deployments, &deployment_name, &shutdown).await?;
+    let current =
+        wait_for_deployment(&deployments, &deployment_name, &meta_region, &shutdown).await?;
     tracing::info!(deployment = %deployment_name, version = %current.current_version, "devices deployment");
 
     let devices_set = projections.open(
@@ -466,19 +472,26 @@ fn default_process_name(role: &str) -> String {
 }
 
 /// Opens (creating if needed) the stream of one service in this region.
+/// Opens `service`'s log of `region`: the stream itself when this region
+/// `owns` it, else a read copy of it.
 async fn open_log(
     client: &async_nats::Client,
     service: &str,
     region: &Id,
+    owns: bool,
     options: LogOptions,
 ) -> anyhow::Result<EventLog> {
     let stream = StreamId::new(Id::parse(service)?, region.clone());
-    let log = tokio::time::timeout(
-        Duration::from_secs(30),
-        EventLog::open_with(client.clone(), stream, options),
-    )
-    .await
-    .context("NATS did not answer within 30 s")??;
+    let opening = async {
+        if owns {
+            EventLog::open_with(client.clone(), stream, options).await
+        } else {
+            EventLog::open_copy(client.clone(), stream, options).await
+        }
+    };
+    let log = tokio::time::timeout(Duration::from_secs(30), opening)
+        .await
+        .context("NATS did not answer within 30 s")??;
     tracing::info!(server = %log.features().version, stream = %log.id().stream_name(), "event log open");
     if !log.features().full {
         tracing::warn!(
@@ -494,13 +507,20 @@ async fn open_log(
 async fn wait_for_deployment(
     deployments: &Engine<Deployment>,
     name: &DeploymentName,
+    meta_region: &Id,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Deployment> {
+    let copy = deployments.context().log.is_copy();
     loop {
         if let Some(found) = UpgradeController::current(deployments, name).await? {
             return Ok(found);
         }
-        tracing::info!(deployment = %name, "waiting for an api process to register the deployment");
+        if copy {
+            // A region joins by its Deployment, added where Meta lives.
+            tracing::info!(deployment = %name, leading_region = %meta_region, "waiting for the deployment: create it in the leading region");
+        } else {
+            tracing::info!(deployment = %name, "waiting for an api process to register the deployment");
+        }
         tokio::select! {
             _ = shutdown.cancelled() => anyhow::bail!("shut down before {name} was registered"),
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}

@@ -167,3 +167,206 @@ async fn a_read_copy_keeps_the_owners_revisions_refuses_writes_and_says_how_stal
     );
     Ok(())
 }
+
+mod leading_region {
+    //! Meta and IAM live in the leading region; another region reads them
+    //! from read copies, joins when its Deployment is added there, and
+    //! authenticates with the keys the leading region issued.
+
+    use super::*;
+    use fleetlog_proto::devices::v1::device_service_client::DeviceServiceClient;
+    use fleetlog_proto::devices::v1::{CreateDeviceRequest, Device, GetDeviceRequest};
+    use fleetlog_proto::iam::v1::role_binding_service_client::RoleBindingServiceClient;
+    use fleetlog_proto::iam::v1::service_account_service_client::ServiceAccountServiceClient;
+    use fleetlog_proto::iam::v1::{
+        CreateRoleBindingRequest, CreateServiceAccountKeyRequest, CreateServiceAccountRequest,
+        RoleBinding, ServiceAccount,
+    };
+    use fleetlog_proto::meta::v1::deployment_service_client::DeploymentServiceClient;
+    use fleetlog_proto::meta::v1::region_service_client::RegionServiceClient;
+    use fleetlog_proto::meta::v1::{
+        CreateDeploymentRequest, CreateRegionRequest, Deployment, GetRegionRequest, Region,
+    };
+    use fleetlog_tests::{Authed, FleetdProcess};
+    use tonic::Code;
+
+    fn fleetd(
+        regions: &NatsRegions,
+        region: &str,
+        data: &tempfile::TempDir,
+        leading: &str,
+    ) -> Vec<(&'static str, String)> {
+        vec![
+            ("FLEETLOG_NATS_URL", regions.url(region)),
+            ("FLEETLOG_DATA_DIR", data.path().display().to_string()),
+            ("FLEETLOG_REGION", region.to_owned()),
+            ("FLEETLOG_LEADING_REGION", leading.to_owned()),
+            ("FLEETLOG_PROCESS_NAME", format!("all-{region}")),
+        ]
+    }
+
+    /// A key of a new service account with `role` in project `p0`, issued
+    /// by the leading region.
+    async fn operator_key(leader: Authed) -> anyhow::Result<String> {
+        let mut accounts = ServiceAccountServiceClient::new(leader.clone());
+        let account = accounts
+            .create_service_account(CreateServiceAccountRequest {
+                parent: "projects/p0".into(),
+                service_account_id: "operator".into(),
+                service_account: Some(ServiceAccount::default()),
+                request_id: String::new(),
+            })
+            .await?
+            .into_inner();
+        RoleBindingServiceClient::new(leader)
+            .create_role_binding(CreateRoleBindingRequest {
+                parent: "projects/p0".into(),
+                role_binding_id: "operator".into(),
+                role_binding: Some(RoleBinding {
+                    member: account.name.clone(),
+                    role: "device-operator".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            })
+            .await?;
+        Ok(accounts
+            .create_service_account_key(CreateServiceAccountKeyRequest {
+                name: account.name,
+                request_id: String::new(),
+            })
+            .await?
+            .into_inner()
+            .key)
+    }
+
+    #[tokio::test]
+    async fn a_region_joins_by_its_deployment_and_reads_meta_and_iam_from_the_leader()
+    -> anyhow::Result<()> {
+        let regions = NatsRegions::start(&["eu1", "us1"]).await?;
+        let eu1_data = tempfile::tempdir()?;
+        let eu1 = FleetdProcess::start("all", &fleetd(&regions, "eu1", &eu1_data, "eu1"))?;
+        let leader = fleetlog_tests::admin(eu1.grpc_url()).await?;
+
+        // us1 starts first: it waits, creating nothing, until it is added.
+        let us1_data = tempfile::tempdir()?;
+        let us1_env = fleetd(&regions, "us1", &us1_data, "eu1");
+        let us1 = tokio::task::spawn_blocking(move || FleetdProcess::start("all", &us1_env));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            !us1.is_finished(),
+            "us1 must not be ready before it is added"
+        );
+        let meta_streams: Vec<String> = {
+            let js = async_nats::jetstream::new(regions.connect("us1").await?);
+            let mut names = js.stream_names();
+            let mut found = Vec::new();
+            while let Some(name) = names.next().await {
+                found.push(name?);
+            }
+            found
+        };
+        assert!(
+            !meta_streams
+                .iter()
+                .any(|s| s == "META_US1" || s == "IAM_US1"),
+            "us1 keeps no Meta or IAM of its own: {meta_streams:?}"
+        );
+
+        RegionServiceClient::new(leader.clone())
+            .create_region(CreateRegionRequest {
+                region_id: "us1".into(),
+                region: Some(Region {
+                    title: "US 1".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await?;
+        DeploymentServiceClient::new(leader.clone())
+            .create_deployment(CreateDeploymentRequest {
+                parent: "services/devices.fleetlog.io".into(),
+                deployment_id: "us1".into(),
+                deployment: Some(Deployment {
+                    region: "regions/us1".into(),
+                    regional_domain: "us1.devices.fleetlog.io".into(),
+                    current_version: "v1".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await?;
+        let us1 = tokio::time::timeout(Duration::from_secs(60), us1).await???;
+
+        // Keys the leading region issued work in us1 (IAM's read copy).
+        let key = operator_key(leader.clone()).await?;
+        let mut devices = DeviceServiceClient::new(
+            tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    let channel = fleetlog_tests::connect_as(us1.grpc_url(), &key).await?;
+                    let mut client = DeviceServiceClient::new(channel.clone());
+                    // The key reaches us1 through the copy a moment later.
+                    let probe = client
+                        .get_device(GetDeviceRequest {
+                            name: "projects/p0/regions/us1/devices/none".into(),
+                            ..Default::default()
+                        })
+                        .await;
+                    match probe {
+                        Err(s) if s.code() == Code::Unauthenticated => {
+                            tokio::time::sleep(Duration::from_millis(50)).await
+                        }
+                        _ => return anyhow::Ok(channel),
+                    }
+                }
+            })
+            .await??,
+        );
+        let device = devices
+            .create_device(CreateDeviceRequest {
+                parent: "projects/p0/regions/us1".into(),
+                device_id: "d1".into(),
+                device: Some(Device::default()),
+                request_id: String::new(),
+            })
+            .await?
+            .into_inner();
+        let in_us1 = EventLog::open(regions.connect("us1").await?, devices_of("us1")?).await?;
+        let logged = in_us1
+            .last(&device_key("us1", "d1")?)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the device is not in DEVICES_US1"))?;
+        assert_eq!(
+            logged.revision.to_wire(),
+            device.metadata.as_ref().map_or(0, |m| m.revision)
+        );
+
+        // Meta reads in us1 come from the copy; its commands belong to eu1.
+        let mut regions_in_us1 =
+            RegionServiceClient::new(fleetlog_tests::admin(us1.grpc_url()).await?);
+        let region = regions_in_us1
+            .get_region(GetRegionRequest {
+                name: "regions/us1".into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        assert_eq!(region.title, "US 1");
+        let refused = regions_in_us1
+            .create_region(CreateRegionRequest {
+                region_id: "ap1".into(),
+                region: Some(Region::default()),
+                ..Default::default()
+            })
+            .await
+            .expect_err("a Meta command in a region that does not lead");
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        assert!(refused.message().contains("eu1"), "{refused:?}");
+
+        for process in [us1, eu1] {
+            let status = process.shut_down().await?;
+            assert!(status.success(), "{status}");
+        }
+        Ok(())
+    }
+}
