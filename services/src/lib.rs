@@ -13,6 +13,7 @@ pub mod fleetd;
 pub mod gateway;
 pub mod iam;
 pub mod meta;
+pub mod routing;
 pub mod telemetry;
 pub mod upgrade;
 

@@ -19,7 +19,7 @@ pub mod cluster;
 pub mod regions;
 
 pub use cluster::{ClusterOptions, NatsCluster};
-pub use regions::NatsRegions;
+pub use regions::{Link, NatsRegions};
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

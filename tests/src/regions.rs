@@ -331,6 +331,28 @@ pub struct Link {
 }
 
 impl Link {
+    /// A relay on a free loopback port to `to_port` (a fleetd's gRPC port,
+    /// say, so that a test can cut the path between two regions' fleetd as
+    /// well as their leafnode).
+    pub async fn relay(to_port: u16) -> anyhow::Result<Self> {
+        Self::open(to_port).await
+    }
+
+    /// The relay's own port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Drops every relayed connection and refuses new ones.
+    pub fn cut(&self) {
+        self.set_open(false);
+    }
+
+    /// Relays again.
+    pub fn heal(&self) {
+        self.set_open(true);
+    }
+
     async fn open(to_port: u16) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await

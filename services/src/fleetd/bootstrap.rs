@@ -26,6 +26,7 @@ pub async fn register(
     meta: &Arc<ServiceContext>,
     region: &Id,
     initial_version: &str,
+    regional_domain: String,
 ) -> Result<(), ServiceError> {
     let region_name = RegionName {
         region: region.clone(),
@@ -62,7 +63,7 @@ pub async fn register(
         &deployment_name(devices::SERVICE_DOMAIN, region)?,
         Deployment {
             region: region_name.to_string(),
-            regional_domain: format!("{region}.{}", devices::SERVICE_DOMAIN),
+            regional_domain,
             current_version: initial_version.to_owned(),
             ..Default::default()
         },

@@ -69,6 +69,10 @@ config_keys! {
     /// The region that owns Meta and IAM (their streams live there; every
     /// other region reads them from read copies); unset: this region.
     leading_region: Option<String> = None, env(FLEETLOG_LEADING_REGION, Text);
+    /// Where other regions send the commands this region owns (`host:port`
+    /// or a URL), written into this region's Deployment when fleetd
+    /// registers it; unset: `{region}.devices.fleetlog.io`.
+    regional_domain: Option<String> = None, env(FLEETLOG_REGIONAL_DOMAIN, Text);
     /// Admin key to create on first start.
     bootstrap_admin_key: Option<String> = None,
         secret(FLEETLOG_BOOTSTRAP_ADMIN_KEY, Text);
@@ -95,7 +99,7 @@ config_keys! {
     /// is marked offline.
     heartbeat_timeout_ms: u64 = 60_000, env(FLEETLOG_HEARTBEAT_TIMEOUT_MS, Milliseconds);
     /// Largest request message (bytes); larger ones are refused with
-    /// RESOURCE_EXHAUSTED before they are decoded.
+    /// OUT_OF_RANGE before they are decoded.
     max_request_bytes: usize = 4 * 1024 * 1024, env(FLEETLOG_MAX_REQUEST_BYTES, Bytes);
     /// When set, gRPC and HTTP are served over TLS with this pair.
     /// [`Config::load`] checked that both files hold PEM that belong together.
@@ -516,6 +520,14 @@ impl Config {
 
     pub fn read_wait(&self) -> Duration {
         Duration::from_millis(self.read_wait_ms)
+    }
+
+    /// This region's endpoint for the others: `regional_domain`, or
+    /// `{region}.devices.fleetlog.io`.
+    pub fn regional_domain(&self) -> String {
+        self.regional_domain
+            .clone()
+            .unwrap_or_else(|| format!("{}.{}", self.region, crate::devices::SERVICE_DOMAIN))
     }
 
     /// The region whose streams hold Meta and IAM: `leading_region`, or
@@ -1291,6 +1303,7 @@ mod tests {
             data_dir: /file/data\n\
             region: file\n\
             leading_region: file-lead\n\
+            regional_domain: file.example:7400\n\
             bootstrap_admin_key: file-key\n\
             nats_server_bin: /file/nats-server\n\
             read_wait_ms: 1\n\
@@ -1315,6 +1328,7 @@ mod tests {
                 ("FLEETLOG_DATA_DIR", "/env/data"),
                 ("FLEETLOG_REGION", "env"),
                 ("FLEETLOG_LEADING_REGION", "env-lead"),
+                ("FLEETLOG_REGIONAL_DOMAIN", "env.example:7400"),
                 ("FLEETLOG_BOOTSTRAP_ADMIN_KEY", "env-key"),
                 ("FLEETLOG_NATS_SERVER", "/env/nats-server"),
                 ("FLEETLOG_READ_WAIT_MS", "11"),
@@ -1341,6 +1355,7 @@ mod tests {
             data_dir: "/env/data".into(),
             region: "env".into(),
             leading_region: Some("env-lead".into()),
+            regional_domain: Some("env.example:7400".into()),
             bootstrap_admin_key: Some("env-key".into()),
             nats_server_bin: "/env/nats-server".into(),
             read_wait_ms: 11,

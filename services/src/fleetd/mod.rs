@@ -248,7 +248,13 @@ async fn serve(
     let deployments = Engine::<Deployment>::new(meta_ctx.clone());
     let deployment_name = deployment::deployment_name(devices::SERVICE_DOMAIN, &region)?;
     if accept_commands && leads {
-        bootstrap::register(&meta_ctx, &region, &config.devices_initial_version).await?;
+        bootstrap::register(
+            &meta_ctx,
+            &region,
+            &config.devices_initial_version,
+            config.regional_domain(),
+        )
+        .await?;
     }
     let current =
         wait_for_deployment(&deployments, &deployment_name, &meta_region, &shutdown).await?;
@@ -328,10 +334,20 @@ async fn serve(
     // One set of routes serves gRPC, gRPC-Web (the layer below) and, in
     // process, the REST gateway. Health and reflection need no credentials
     // (probes and generic clients); every resource service is authenticated.
+    let router = crate::routing::Router::new(
+        &fleetlog_proto::catalog::CATALOG,
+        &[meta::SERVICE, iam::SERVICE],
+        region.clone(),
+        meta_region.clone(),
+        meta_set.active().clone(),
+        devices_deployment_of,
+        limit,
+    );
     let mut served = served::Served::new(
         tonic::service::Routes::new(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha),
+        crate::routing::RouteLayer::new(router),
         AuthenticateLayer::new(auth.clone()),
     );
     macro_rules! serve {
@@ -472,6 +488,13 @@ fn default_process_name(role: &str) -> String {
 }
 
 /// Opens (creating if needed) the stream of one service in this region.
+/// The Deployment whose `regional_domain` is `region`'s endpoint.
+fn devices_deployment_of(region: &Id) -> String {
+    deployment::deployment_name(devices::SERVICE_DOMAIN, region)
+        .map(|name| name.to_string())
+        .unwrap_or_default()
+}
+
 /// Opens `service`'s log of `region`: the stream itself when this region
 /// `owns` it, else a read copy of it.
 async fn open_log(

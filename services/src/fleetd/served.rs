@@ -1,5 +1,5 @@
-//! The resource services one fleetd serves: each behind authentication
-//! ([`AuthenticateLayer`]), recorded by name for the health service and
+//! The resource services one fleetd serves: each behind routing
+//! ([`RouteLayer`]) and authentication ([`AuthenticateLayer`]), recorded by name for the health service and
 //! held against the catalog, so a service the proto declares (and
 //! `/openapi.json` and fleetctl advertise) cannot be left unserved.
 
@@ -13,25 +13,30 @@ use tonic::server::NamedService;
 use tonic::service::Routes;
 
 use crate::engine::access::AuthenticateLayer;
+use crate::routing::RouteLayer;
 
 /// The routes being built and the services added to them.
 pub struct Served {
     routes: Routes,
     names: Vec<&'static str>,
+    route: RouteLayer,
     authenticate: AuthenticateLayer,
 }
 
 impl Served {
     /// `routes` holds what needs no credentials (health, reflection).
-    pub fn new(routes: Routes, authenticate: AuthenticateLayer) -> Self {
+    pub fn new(routes: Routes, route: RouteLayer, authenticate: AuthenticateLayer) -> Self {
         Served {
             routes,
             names: Vec::new(),
+            route,
             authenticate,
         }
     }
 
-    /// Serves `server` behind authentication.
+    /// Serves `server` behind authentication, its commands for another
+    /// region's resources routed there first (the owner authenticates
+    /// them).
     pub fn add<S>(&mut self, server: S)
     where
         S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
@@ -45,7 +50,7 @@ impl Served {
         use tower_layer::Layer;
         self.names.push(S::NAME);
         let routes = std::mem::take(&mut self.routes);
-        self.routes = routes.add_service(self.authenticate.layer(server));
+        self.routes = routes.add_service(self.route.layer(self.authenticate.layer(server)));
     }
 
     /// The full names of the services added (`fleetlog.devices.v1.DeviceService`).

@@ -710,7 +710,8 @@ async fn commands_for_a_region_this_fleetd_does_not_serve_are_refused() -> anyho
     let before = log.last_revision().await?;
     let elsewhere = "projects/p0/regions/elsewhere";
     let named = |id: &str| format!("{elsewhere}/devices/{id}");
-    let mentions = "region elsewhere, but this fleetd serves region eu1";
+    // Routed, but no region of that name has a Deployment to route to.
+    let mentions = "regions/elsewhere has no deployment in Meta";
 
     let created = client
         .create_device(CreateDeviceRequest {

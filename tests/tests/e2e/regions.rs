@@ -2,6 +2,8 @@
 //! (`fleetlog_tests::NatsRegions`); another region's log is read here from
 //! a read copy, a mirror that keeps the owner's revisions.
 
+use crate::common;
+
 use std::time::{Duration, Instant};
 
 use fleetlog_events::envelope::{ChangeKind, CommandId, ResourceChange};
@@ -168,14 +170,17 @@ async fn a_read_copy_keeps_the_owners_revisions_refuses_writes_and_says_how_stal
     Ok(())
 }
 
-mod leading_region {
-    //! Meta and IAM live in the leading region; another region reads them
-    //! from read copies, joins when its Deployment is added there, and
-    //! authenticates with the keys the leading region issued.
+mod two_regions {
+    //! Meta and IAM live in the leading region (eu1); us1 reads them from
+    //! read copies, joins when its Deployment is added there, and
+    //! authenticates with the keys eu1 issued. A command for a resource
+    //! the other region owns is forwarded there and answered the same.
 
     use super::*;
     use fleetlog_proto::devices::v1::device_service_client::DeviceServiceClient;
-    use fleetlog_proto::devices::v1::{CreateDeviceRequest, Device, GetDeviceRequest};
+    use fleetlog_proto::devices::v1::{
+        CreateDeviceRequest, DeleteDeviceRequest, Device, GetDeviceRequest, UpdateDeviceRequest,
+    };
     use fleetlog_proto::iam::v1::role_binding_service_client::RoleBindingServiceClient;
     use fleetlog_proto::iam::v1::service_account_service_client::ServiceAccountServiceClient;
     use fleetlog_proto::iam::v1::{
@@ -187,141 +192,188 @@ mod leading_region {
     use fleetlog_proto::meta::v1::{
         CreateDeploymentRequest, CreateRegionRequest, Deployment, GetRegionRequest, Region,
     };
-    use fleetlog_tests::{Authed, FleetdProcess};
+    use fleetlog_tests::{Authed, FleetdProcess, Link};
     use tonic::Code;
 
-    fn fleetd(
-        regions: &NatsRegions,
+    fn free_port() -> anyhow::Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    }
+
+    /// eu1 (leading) and us1 running, each fleetd reached by the other
+    /// region through a [`Link`] the test can cut.
+    struct Fleet {
+        nats: NatsRegions,
+        eu1: FleetdProcess,
+        us1: FleetdProcess,
+        /// Kept alive: us1 reaches eu1 through it.
+        _eu1_front: Link,
+        us1_front: Link,
+        leader: Authed,
+        _data: [tempfile::TempDir; 2],
+    }
+
+    fn env(
+        nats: &NatsRegions,
         region: &str,
         data: &tempfile::TempDir,
-        leading: &str,
+        port: u16,
+        front: &Link,
     ) -> Vec<(&'static str, String)> {
         vec![
-            ("FLEETLOG_NATS_URL", regions.url(region)),
+            ("FLEETLOG_NATS_URL", nats.url(region)),
             ("FLEETLOG_DATA_DIR", data.path().display().to_string()),
             ("FLEETLOG_REGION", region.to_owned()),
-            ("FLEETLOG_LEADING_REGION", leading.to_owned()),
+            ("FLEETLOG_LEADING_REGION", "eu1".to_owned()),
+            ("FLEETLOG_LISTEN", format!("127.0.0.1:{port}")),
+            (
+                "FLEETLOG_REGIONAL_DOMAIN",
+                format!("127.0.0.1:{}", front.port()),
+            ),
             ("FLEETLOG_PROCESS_NAME", format!("all-{region}")),
         ]
     }
 
-    /// A key of a new service account with `role` in project `p0`, issued
-    /// by the leading region.
-    async fn operator_key(leader: Authed) -> anyhow::Result<String> {
-        let mut accounts = ServiceAccountServiceClient::new(leader.clone());
-        let account = accounts
-            .create_service_account(CreateServiceAccountRequest {
-                parent: "projects/p0".into(),
-                service_account_id: "operator".into(),
-                service_account: Some(ServiceAccount::default()),
-                request_id: String::new(),
-            })
-            .await?
-            .into_inner();
-        RoleBindingServiceClient::new(leader)
-            .create_role_binding(CreateRoleBindingRequest {
-                parent: "projects/p0".into(),
-                role_binding_id: "operator".into(),
-                role_binding: Some(RoleBinding {
-                    member: account.name.clone(),
-                    role: "device-operator".into(),
+    impl Fleet {
+        /// Starts eu1, then us1, which waits (creating nothing) until its
+        /// Region and Deployment are added in eu1.
+        async fn start() -> anyhow::Result<Fleet> {
+            let nats = NatsRegions::start(&["eu1", "us1"]).await?;
+            let data = [tempfile::tempdir()?, tempfile::tempdir()?];
+            let (eu1_port, us1_port) = (free_port()?, free_port()?);
+            let eu1_front = Link::relay(eu1_port).await?;
+            let us1_front = Link::relay(us1_port).await?;
+            let eu1 =
+                FleetdProcess::start("all", &env(&nats, "eu1", &data[0], eu1_port, &eu1_front))?;
+            let leader = fleetlog_tests::admin(eu1.grpc_url()).await?;
+
+            let us1_env = env(&nats, "us1", &data[1], us1_port, &us1_front);
+            let us1 = tokio::task::spawn_blocking(move || FleetdProcess::start("all", &us1_env));
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            assert!(
+                !us1.is_finished(),
+                "us1 must not be ready before it is added"
+            );
+            let js = async_nats::jetstream::new(nats.connect("us1").await?);
+            let mut names = js.stream_names();
+            while let Some(name) = names.next().await {
+                let name = name?;
+                assert!(
+                    name != "META_US1" && name != "IAM_US1",
+                    "us1 keeps no Meta or IAM of its own: {name}"
+                );
+            }
+
+            RegionServiceClient::new(leader.clone())
+                .create_region(CreateRegionRequest {
+                    region_id: "us1".into(),
+                    region: Some(Region {
+                        title: "US 1".into(),
+                        ..Default::default()
+                    }),
                     ..Default::default()
-                }),
-                request_id: String::new(),
+                })
+                .await?;
+            DeploymentServiceClient::new(leader.clone())
+                .create_deployment(CreateDeploymentRequest {
+                    parent: "services/devices.fleetlog.io".into(),
+                    deployment_id: "us1".into(),
+                    deployment: Some(Deployment {
+                        region: "regions/us1".into(),
+                        regional_domain: format!("127.0.0.1:{}", us1_front.port()),
+                        current_version: "v1".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .await?;
+            let us1 = tokio::time::timeout(Duration::from_secs(60), us1).await???;
+            Ok(Fleet {
+                nats,
+                eu1,
+                us1,
+                _eu1_front: eu1_front,
+                us1_front,
+                leader,
+                _data: data,
             })
-            .await?;
-        Ok(accounts
-            .create_service_account_key(CreateServiceAccountKeyRequest {
-                name: account.name,
-                request_id: String::new(),
-            })
-            .await?
-            .into_inner()
-            .key)
+        }
+
+        /// A key of a new service account with `device-operator` in `p0`,
+        /// issued through eu1 and usable in us1 once its read copy has it.
+        async fn operator_key(&self) -> anyhow::Result<String> {
+            let mut accounts = ServiceAccountServiceClient::new(self.leader.clone());
+            let account = accounts
+                .create_service_account(CreateServiceAccountRequest {
+                    parent: "projects/p0".into(),
+                    service_account_id: "operator".into(),
+                    service_account: Some(ServiceAccount::default()),
+                    request_id: String::new(),
+                })
+                .await?
+                .into_inner();
+            RoleBindingServiceClient::new(self.leader.clone())
+                .create_role_binding(CreateRoleBindingRequest {
+                    parent: "projects/p0".into(),
+                    role_binding_id: "operator".into(),
+                    role_binding: Some(RoleBinding {
+                        member: account.name.clone(),
+                        role: "device-operator".into(),
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                })
+                .await?;
+            let key = accounts
+                .create_service_account_key(CreateServiceAccountKeyRequest {
+                    name: account.name,
+                    request_id: String::new(),
+                })
+                .await?
+                .into_inner()
+                .key;
+            // The key reaches us1 through IAM's copy a moment later.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut probe = DeviceServiceClient::new(
+                fleetlog_tests::connect_as(self.us1.grpc_url(), &key).await?,
+            );
+            loop {
+                let answer = probe
+                    .get_device(GetDeviceRequest {
+                        name: "projects/p0/regions/us1/devices/none".into(),
+                        ..Default::default()
+                    })
+                    .await;
+                match answer {
+                    Err(s) if s.code() == Code::Unauthenticated && Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(50)).await
+                    }
+                    Err(s) if s.code() == Code::Unauthenticated => {
+                        anyhow::bail!("the key never reached us1: {s}")
+                    }
+                    _ => return Ok(key),
+                }
+            }
+        }
+
+        async fn stop(self) -> anyhow::Result<()> {
+            for process in [self.us1, self.eu1] {
+                let status = process.shut_down().await?;
+                anyhow::ensure!(status.success(), "{status}");
+            }
+            Ok(())
+        }
     }
 
     #[tokio::test]
     async fn a_region_joins_by_its_deployment_and_reads_meta_and_iam_from_the_leader()
     -> anyhow::Result<()> {
-        let regions = NatsRegions::start(&["eu1", "us1"]).await?;
-        let eu1_data = tempfile::tempdir()?;
-        let eu1 = FleetdProcess::start("all", &fleetd(&regions, "eu1", &eu1_data, "eu1"))?;
-        let leader = fleetlog_tests::admin(eu1.grpc_url()).await?;
-
-        // us1 starts first: it waits, creating nothing, until it is added.
-        let us1_data = tempfile::tempdir()?;
-        let us1_env = fleetd(&regions, "us1", &us1_data, "eu1");
-        let us1 = tokio::task::spawn_blocking(move || FleetdProcess::start("all", &us1_env));
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        assert!(
-            !us1.is_finished(),
-            "us1 must not be ready before it is added"
-        );
-        let meta_streams: Vec<String> = {
-            let js = async_nats::jetstream::new(regions.connect("us1").await?);
-            let mut names = js.stream_names();
-            let mut found = Vec::new();
-            while let Some(name) = names.next().await {
-                found.push(name?);
-            }
-            found
-        };
-        assert!(
-            !meta_streams
-                .iter()
-                .any(|s| s == "META_US1" || s == "IAM_US1"),
-            "us1 keeps no Meta or IAM of its own: {meta_streams:?}"
-        );
-
-        RegionServiceClient::new(leader.clone())
-            .create_region(CreateRegionRequest {
-                region_id: "us1".into(),
-                region: Some(Region {
-                    title: "US 1".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await?;
-        DeploymentServiceClient::new(leader.clone())
-            .create_deployment(CreateDeploymentRequest {
-                parent: "services/devices.fleetlog.io".into(),
-                deployment_id: "us1".into(),
-                deployment: Some(Deployment {
-                    region: "regions/us1".into(),
-                    regional_domain: "us1.devices.fleetlog.io".into(),
-                    current_version: "v1".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await?;
-        let us1 = tokio::time::timeout(Duration::from_secs(60), us1).await???;
-
-        // Keys the leading region issued work in us1 (IAM's read copy).
-        let key = operator_key(leader.clone()).await?;
-        let mut devices = DeviceServiceClient::new(
-            tokio::time::timeout(Duration::from_secs(10), async {
-                loop {
-                    let channel = fleetlog_tests::connect_as(us1.grpc_url(), &key).await?;
-                    let mut client = DeviceServiceClient::new(channel.clone());
-                    // The key reaches us1 through the copy a moment later.
-                    let probe = client
-                        .get_device(GetDeviceRequest {
-                            name: "projects/p0/regions/us1/devices/none".into(),
-                            ..Default::default()
-                        })
-                        .await;
-                    match probe {
-                        Err(s) if s.code() == Code::Unauthenticated => {
-                            tokio::time::sleep(Duration::from_millis(50)).await
-                        }
-                        _ => return anyhow::Ok(channel),
-                    }
-                }
-            })
-            .await??,
-        );
+        let fleet = Fleet::start().await?;
+        // Keys eu1 issued work in us1 (IAM's read copy).
+        let key = fleet.operator_key().await?;
+        let mut devices =
+            DeviceServiceClient::new(fleetlog_tests::connect_as(fleet.us1.grpc_url(), &key).await?);
         let device = devices
             .create_device(CreateDeviceRequest {
                 parent: "projects/p0/regions/us1".into(),
@@ -331,7 +383,7 @@ mod leading_region {
             })
             .await?
             .into_inner();
-        let in_us1 = EventLog::open(regions.connect("us1").await?, devices_of("us1")?).await?;
+        let in_us1 = EventLog::open(fleet.nats.connect("us1").await?, devices_of("us1")?).await?;
         let logged = in_us1
             .last(&device_key("us1", "d1")?)
             .await?
@@ -341,9 +393,9 @@ mod leading_region {
             device.metadata.as_ref().map_or(0, |m| m.revision)
         );
 
-        // Meta reads in us1 come from the copy; its commands belong to eu1.
+        // Meta reads in us1 come from the copy; its commands go to eu1.
         let mut regions_in_us1 =
-            RegionServiceClient::new(fleetlog_tests::admin(us1.grpc_url()).await?);
+            RegionServiceClient::new(fleetlog_tests::admin(fleet.us1.grpc_url()).await?);
         let region = regions_in_us1
             .get_region(GetRegionRequest {
                 name: "regions/us1".into(),
@@ -352,21 +404,132 @@ mod leading_region {
             .await?
             .into_inner();
         assert_eq!(region.title, "US 1");
-        let refused = regions_in_us1
+        let created = regions_in_us1
             .create_region(CreateRegionRequest {
                 region_id: "ap1".into(),
                 region: Some(Region::default()),
                 ..Default::default()
             })
-            .await
-            .expect_err("a Meta command in a region that does not lead");
-        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
-        assert!(refused.message().contains("eu1"), "{refused:?}");
+            .await?
+            .into_inner();
+        let in_eu1 = RegionServiceClient::new(fleet.leader.clone())
+            .get_region(GetRegionRequest {
+                name: "regions/ap1".into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        assert_eq!(in_eu1.metadata, created.metadata, "written in eu1's Meta");
+        fleet.stop().await
+    }
 
-        for process in [us1, eu1] {
-            let status = process.shut_down().await?;
-            assert!(status.success(), "{status}");
-        }
-        Ok(())
+    #[tokio::test]
+    async fn a_command_for_the_other_regions_resource_is_routed_there_and_answered_the_same()
+    -> anyhow::Result<()> {
+        let fleet = Fleet::start().await?;
+        let key = fleet.operator_key().await?;
+        let mut via_eu1 =
+            DeviceServiceClient::new(fleetlog_tests::connect_as(fleet.eu1.grpc_url(), &key).await?);
+        let mut at_us1 =
+            DeviceServiceClient::new(fleetlog_tests::connect_as(fleet.us1.grpc_url(), &key).await?);
+        let us1_log = EventLog::open(fleet.nats.connect("us1").await?, devices_of("us1")?).await?;
+        let eu1_log = EventLog::open(fleet.nats.connect("eu1").await?, devices_of("eu1")?).await?;
+
+        let create = CreateDeviceRequest {
+            parent: "projects/p0/regions/us1".into(),
+            device_id: "routed".into(),
+            device: Some(Device::default()),
+            request_id: "5b0c1f6e8a7d4c2b9e3f1a0d2c4b6a8e".into(),
+        };
+        let created = via_eu1.create_device(create.clone()).await?.into_inner();
+        let revision = created.metadata.as_ref().map_or(0, |m| m.revision);
+        let key_us1 = device_key("us1", "routed")?;
+        let logged = us1_log
+            .last(&key_us1)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the routed create is not in DEVICES_US1"))?;
+        assert_eq!(logged.revision.to_wire(), revision);
+        assert_eq!(
+            eu1_log.last_revision().await?,
+            Revision::NONE,
+            "nothing in eu1's log"
+        );
+        // The client's retry, through the owner itself: the same answer.
+        let again = at_us1.create_device(create.clone()).await?.into_inner();
+        assert_eq!(again, created);
+        let before = us1_log.last_revision().await?;
+
+        let mut patch = created.clone();
+        patch.display_name = "routed through eu1".into();
+        let updated = via_eu1
+            .update_device(UpdateDeviceRequest {
+                device: Some(patch),
+                expected_revision: revision,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        assert!(updated.metadata.as_ref().map_or(0, |m| m.revision) > before.to_wire());
+        via_eu1
+            .delete_device(DeleteDeviceRequest {
+                name: created.name.clone(),
+                ..Default::default()
+            })
+            .await?;
+        let delete_again = DeleteDeviceRequest {
+            name: created.name.clone(),
+            ..Default::default()
+        };
+        let routed = via_eu1
+            .delete_device(delete_again.clone())
+            .await
+            .map(|_| ());
+        let local = at_us1.delete_device(delete_again).await.map(|_| ());
+        assert_eq!(common::code(routed), Code::NotFound);
+        assert_eq!(common::code(local), Code::NotFound);
+        // No role in p1: refused the same, routed or not.
+        let elsewhere = CreateDeviceRequest {
+            parent: "projects/p1/regions/us1".into(),
+            device_id: "x".into(),
+            ..Default::default()
+        };
+        let routed = via_eu1.create_device(elsewhere.clone()).await.map(|_| ());
+        let local = at_us1.create_device(elsewhere).await.map(|_| ());
+        assert_eq!(common::code(routed), Code::PermissionDenied);
+        assert_eq!(common::code(local), Code::PermissionDenied);
+        assert_eq!(
+            eu1_log.last_revision().await?,
+            Revision::NONE,
+            "still nothing in eu1's log"
+        );
+
+        // Cut off from us1, eu1 answers UNAVAILABLE naming us1 before the
+        // client's deadline, and writes nothing itself.
+        fleet.us1_front.cut();
+        let mut request = tonic::Request::new(CreateDeviceRequest {
+            device_id: "during-the-cut".into(),
+            request_id: "0f1e2d3c4b5a69788796a5b4c3d2e1f0".into(),
+            ..create.clone()
+        });
+        request.set_timeout(Duration::from_secs(2));
+        let started = Instant::now();
+        let cut = via_eu1.create_device(request).await.map(|_| ());
+        let took = started.elapsed();
+        let status = cut.expect_err("no answer from us1 during the cut");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("us1"), "{status:?}");
+        assert!(took < Duration::from_secs(2), "answered in {took:?}");
+        assert_eq!(eu1_log.last_revision().await?, Revision::NONE);
+        fleet.us1_front.heal();
+        let healed = via_eu1
+            .create_device(CreateDeviceRequest {
+                device_id: "during-the-cut".into(),
+                request_id: "0f1e2d3c4b5a69788796a5b4c3d2e1f0".into(),
+                ..create
+            })
+            .await?
+            .into_inner();
+        assert!(healed.name.ends_with("/during-the-cut"));
+        fleet.stop().await
     }
 }
