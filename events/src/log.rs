@@ -222,8 +222,6 @@ impl EventLog {
         id: StreamId,
         options: LogOptions,
     ) -> Result<Self, LogError> {
-        let features = ServerFeatures::detect(&client)?;
-        let js = jetstream::new(client.clone());
         let wanted = stream::Config {
             name: id.stream_name(),
             subjects: vec![id.all_subjects()],
@@ -236,23 +234,7 @@ impl EventLog {
             num_replicas: options.replicas,
             ..Default::default()
         };
-        let stream = ensure_stream(&js, wanted.clone()).await?;
-        let mut echoed = stream.clone();
-        let info = echoed
-            .info()
-            .await
-            .map_err(|e| LogError::unavailable("reading the event stream", e))?;
-        check_echoed_config(&wanted, &info.config)?;
-        Ok(EventLog {
-            client,
-            js,
-            stream,
-            id,
-            features,
-            options,
-            copy: false,
-            acknowledged: Arc::default(),
-        })
+        Self::open_as(client, id, options, wanted).await
     }
 
     /// A read copy, in the connected region, of `id`'s stream, which the
@@ -265,8 +247,6 @@ impl EventLog {
         id: StreamId,
         options: LogOptions,
     ) -> Result<Self, LogError> {
-        let features = ServerFeatures::detect(&client)?;
-        let js = jetstream::new(client.clone());
         let wanted = stream::Config {
             name: id.stream_name(),
             mirror: Some(stream::Source {
@@ -284,12 +264,25 @@ impl EventLog {
             num_replicas: options.replicas,
             ..Default::default()
         };
+        Self::open_as(client, id, options, wanted).await
+    }
+
+    /// Creates or scales the stream `wanted` describes, checks what the
+    /// server echoed, and opens it (a read copy when it is a mirror).
+    async fn open_as(
+        client: async_nats::Client,
+        id: StreamId,
+        options: LogOptions,
+        wanted: stream::Config,
+    ) -> Result<Self, LogError> {
+        let features = ServerFeatures::detect(&client)?;
+        let js = jetstream::new(client.clone());
         let stream = ensure_stream(&js, wanted.clone()).await?;
         let mut echoed = stream.clone();
         let info = echoed
             .info()
             .await
-            .map_err(|e| LogError::unavailable("reading the read copy", e))?;
+            .map_err(|e| LogError::unavailable("reading the event stream", e))?;
         check_echoed_config(&wanted, &info.config)?;
         Ok(EventLog {
             client,
@@ -298,7 +291,7 @@ impl EventLog {
             id,
             features,
             options,
-            copy: true,
+            copy: wanted.mirror.is_some(),
             acknowledged: Arc::default(),
         })
     }
