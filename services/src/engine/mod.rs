@@ -71,6 +71,38 @@ pub struct ServiceContext {
     pub auth: Arc<dyn Authorizer>,
     /// `fleetlog_watch_streams_open` of this service.
     pub open_watches: prometheus_client::metrics::gauge::Gauge,
+    /// The projections of other regions' resources, from read copies of
+    /// their logs (docs/adr/0007); queries for a name in such a region
+    /// read there.
+    pub copies: ReadCopies,
+}
+
+/// The active projection of each other region's read copy, by region.
+#[derive(Clone, Default)]
+pub struct ReadCopies(
+    Arc<std::sync::RwLock<std::collections::HashMap<Id, Arc<ArcSwap<Projection>>>>>,
+);
+
+impl ReadCopies {
+    /// `region`'s copy's active projection, if this process reads one.
+    pub fn get(&self, region: &Id) -> Option<Arc<Projection>> {
+        self.0
+            .read()
+            .ok()
+            .and_then(|copies| copies.get(region).map(|active| active.load_full()))
+    }
+
+    pub fn contains(&self, region: &Id) -> bool {
+        self.0
+            .read()
+            .is_ok_and(|copies| copies.contains_key(region))
+    }
+
+    pub fn insert(&self, region: Id, active: Arc<ArcSwap<Projection>>) {
+        if let Ok(mut copies) = self.0.write() {
+            copies.insert(region, active);
+        }
+    }
 }
 
 /// The standard methods for resource type `R`.
@@ -126,12 +158,39 @@ impl<R: Resource> Engine<R> {
         self.ctx.active.load_full()
     }
 
-    /// Waits, bounded, until `projection` has applied `min_revision` and
-    /// every write this process acknowledged.
+    /// Where a query of `region`'s resources reads: `own` (this region's
+    /// projection) for this region or a name without one, that region's
+    /// read copy otherwise (in the same API version), and whether that is
+    /// this region's own.
+    fn source(
+        &self,
+        own: Arc<Projection>,
+        region: Option<&Id>,
+    ) -> Result<(Arc<Projection>, bool), ServiceError> {
+        let Some(region) = region.filter(|r| **r != self.ctx.region) else {
+            return Ok((own, true));
+        };
+        match self.ctx.copies.get(region) {
+            Some(copy) if copy.api_version() == own.api_version() => Ok((copy, false)),
+            Some(copy) => Err(ServiceError::Unavailable(format!(
+                "the read copy of region {region} is projected in {} while this query reads {};                  it follows after this region's switch",
+                copy.api_version(),
+                own.api_version()
+            ))),
+            None => Err(ServiceError::NotFound(format!(
+                "regions/{region}: this region reads no copy of it (it has no Deployment in Meta)"
+            ))),
+        }
+    }
+
+    /// Waits, bounded, until `projection` has applied `min_revision` and,
+    /// when it is this region's `own`, every write this process
+    /// acknowledged (a read copy's revisions are another region's).
     async fn wait_for(
         &self,
         projection: Arc<Projection>,
         min_revision: i64,
+        own: bool,
     ) -> Result<Arc<Projection>, ServiceError> {
         if min_revision < 0 {
             return Err(ServiceError::invalid(
@@ -149,7 +208,12 @@ impl<R: Resource> Engine<R> {
         // Never older than what this process already acknowledged: a read
         // after a write through the same server sees it, `min_revision` or
         // not (a delete's answer carries no revision to pass).
-        let wanted = Revision::from_wire(min_revision).max(self.ctx.log.acknowledged());
+        let acknowledged = if own {
+            self.ctx.log.acknowledged()
+        } else {
+            Revision::NONE
+        };
+        let wanted = Revision::from_wire(min_revision).max(acknowledged);
         projection.wait_for(wanted, self.ctx.read_wait).await?;
         Ok(projection)
     }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use fleetlog_events::ResourceName;
+use fleetlog_events::{Id, ParentName, ResourceName};
 use fleetlog_projections::Projection;
 use fleetlog_projections::ProjectionError;
 use fleetlog_projections::query::{self, ListQuery};
@@ -71,7 +71,14 @@ impl<R: Resource> Engine<R> {
     ) -> Result<R, ServiceError> {
         let name = self.parse_name("name", name)?;
         let mask = parse_mask::<R>(field_mask, "field_mask")?;
-        let projection = self.wait_for(projection, min_revision).await?;
+        let (projection, own) = match self.source(projection, name.region()) {
+            Ok(source) => source,
+            Err(ServiceError::NotFound(_)) => {
+                return Err(ServiceError::NotFound(name.to_string()));
+            }
+            Err(other) => return Err(other),
+        };
+        let projection = self.wait_for(projection, min_revision, own).await?;
         fetch::<R>(&projection, &mask, &name.to_string())?
             .ok_or_else(|| ServiceError::NotFound(name.to_string()))
     }
@@ -99,11 +106,29 @@ impl<R: Resource> Engine<R> {
             .map(|(i, n)| self.parse_name(&format!("names[{i}]"), n))
             .collect::<Result<Vec<_>, _>>()?;
         let mask = parse_mask::<R>(field_mask, "field_mask")?;
-        let projection = self.wait_for(projection, min_revision).await?;
+        // Each name from its region's projection, each waited for once.
+        let mut sources: Vec<(Option<Id>, Option<Arc<Projection>>)> = Vec::new();
         let mut found = Vec::new();
         let mut missing = Vec::new();
         for name in parsed {
-            match fetch::<R>(&projection, &mask, &name.to_string())? {
+            let region = name.region().cloned();
+            let source = match sources.iter().find(|(r, _)| *r == region) {
+                Some((_, source)) => source.clone(),
+                None => {
+                    let source = match self.source(projection.clone(), region.as_ref()) {
+                        Ok((source, own)) => Some(self.wait_for(source, min_revision, own).await?),
+                        Err(ServiceError::NotFound(_)) => None,
+                        Err(other) => return Err(other),
+                    };
+                    sources.push((region, source.clone()));
+                    source
+                }
+            };
+            let fetched = match &source {
+                Some(source) => fetch::<R>(source, &mask, &name.to_string())?,
+                None => None,
+            };
+            match fetched {
                 Some(resource) => found.push(resource),
                 None => missing.push(name.to_string()),
             }
@@ -139,7 +164,8 @@ impl<R: Resource> Engine<R> {
             )
         };
         let collection_prefix = R::Name::collection_prefix(&parent);
-        let projection = self.wait_for(projection, request.min_revision).await?;
+        let (projection, own) = self.source(projection, parent.region())?;
+        let projection = self.wait_for(projection, request.min_revision, own).await?;
         let list_query = ListQuery {
             descriptor,
             collection_prefix,

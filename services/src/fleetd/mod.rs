@@ -55,6 +55,7 @@ use fleetlog_model::meta::deployment;
 use fleetlog_model::meta::names::DeploymentName;
 
 mod bootstrap;
+mod copies;
 mod served;
 mod supervise;
 mod tls;
@@ -123,14 +124,15 @@ pub async fn run(
 }
 
 /// What every service's projections share in one process.
-struct Projections<'a> {
+#[derive(Clone)]
+struct Projections {
     dir: std::path::PathBuf,
     reconnects: tokio::sync::watch::Receiver<u64>,
     failed: CancellationToken,
-    metrics: &'a Metrics,
+    metrics: Arc<Metrics>,
 }
 
-impl Projections<'_> {
+impl Projections {
     /// Opens a service's projections (one per API version, `version`
     /// active), starts feeding the active one from `log` and exports their
     /// progress.
@@ -198,7 +200,7 @@ async fn serve(
         dir: config.data_dir.join("projections"),
         reconnects,
         failed: projector_failed.clone(),
-        metrics: &metrics,
+        metrics: metrics.clone(),
     };
     // IAM first: every call is authenticated against it.
     let iam_set = projections.open(&iam_log, iam::VERSIONS, |_| iam::converter(), iam::V1)?;
@@ -210,6 +212,8 @@ async fn serve(
     let meta_set = projections.open(&meta_log, meta::VERSIONS, |_| meta::converter(), meta::V1)?;
     // What every service's context shares; each has its own log,
     // projections and write gate.
+    // Other regions' Devices, from read copies (filled as Meta names them).
+    let devices_copies = crate::engine::ReadCopies::default();
     let context = |log: &EventLog,
                    set: &ProjectionSet,
                    versions: &'static [&'static str],
@@ -230,6 +234,11 @@ async fn serve(
             settle_writes,
             auth: auth.clone(),
             open_watches: metrics.open_watches(log.id().service().as_str()),
+            copies: if log.id().service().as_str() == devices::SERVICE {
+                devices_copies.clone()
+            } else {
+                Default::default()
+            },
         })
     };
     let iam_ctx = context(&iam_log, &iam_set, iam::VERSIONS, true);
@@ -270,6 +279,18 @@ async fn serve(
     let ctx = context(&devices_log, &devices_set, devices::VERSIONS, false);
 
     let controller_stop = CancellationToken::new();
+    let copies_task = tokio::spawn(
+        copies::CopyKeeper {
+            client: client.clone(),
+            region: region.clone(),
+            options: log_options,
+            meta: meta_set.active().clone(),
+            devices: devices_set.active().clone(),
+            projections: projections.clone(),
+            copies: devices_copies.clone(),
+        }
+        .run(controller_stop.clone()),
+    );
     // Every api process of the region takes part in the switch fence.
     let (fence, fence_task) = if accept_commands {
         let fence = Fence::join(
@@ -454,6 +475,7 @@ async fn serve(
     }
     controller_stop.cancel();
     let _ = controller_task.await;
+    let _ = copies_task.await;
     if let Some(task) = fence_task {
         // Leaves the fence: a stopped process holds up no switch.
         let _ = task.await;

@@ -532,4 +532,99 @@ mod two_regions {
         assert!(healed.name.ends_with("/during-the-cut"));
         fleet.stop().await
     }
+
+    /// Reads `name` through `client` at `revision`, retrying NOT_FOUND
+    /// while the reading region has not opened the owner's copy yet.
+    async fn read_at(
+        client: &mut DeviceServiceClient<Authed>,
+        name: &str,
+        revision: i64,
+    ) -> anyhow::Result<Device> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let read = client
+                .get_device(GetDeviceRequest {
+                    name: name.into(),
+                    min_revision: revision,
+                    ..Default::default()
+                })
+                .await;
+            match read {
+                Ok(device) => return Ok(device.into_inner()),
+                Err(s) if s.code() == Code::NotFound && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(s) => anyhow::bail!("reading {name} at revision {revision}: {s}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn each_region_reads_the_others_devices_from_its_copy_at_the_owners_revision()
+    -> anyhow::Result<()> {
+        let fleet = Fleet::start().await?;
+        let mut eu1 = DeviceServiceClient::new(fleet.leader.clone());
+        let mut us1 = DeviceServiceClient::new(fleetlog_tests::admin(fleet.us1.grpc_url()).await?);
+        let create = |parent: &str, id: &str| CreateDeviceRequest {
+            parent: parent.into(),
+            device_id: id.into(),
+            device: Some(Device {
+                display_name: format!("{id} of {parent}"),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        };
+        let revision = |d: &Device| d.metadata.as_ref().map_or(0, |m| m.revision);
+        let written_in_eu1 = eu1
+            .create_device(create("projects/p0/regions/eu1", "e1"))
+            .await?
+            .into_inner();
+        let written_in_us1 = us1
+            .create_device(create("projects/p0/regions/us1", "u1"))
+            .await?
+            .into_inner();
+
+        let eu1_in_us1 = read_at(&mut us1, &written_in_eu1.name, revision(&written_in_eu1)).await?;
+        assert_eq!(
+            eu1_in_us1, written_in_eu1,
+            "the same resource, at the same revision"
+        );
+        let us1_in_eu1 = read_at(&mut eu1, &written_in_us1.name, revision(&written_in_us1)).await?;
+        assert_eq!(us1_in_eu1, written_in_us1);
+
+        // A later write is read at its revision (min_revision waits for the
+        // copy to get it).
+        let mut patch = written_in_us1.clone();
+        patch.display_name = "renamed in us1".into();
+        let updated = us1
+            .update_device(UpdateDeviceRequest {
+                device: Some(patch),
+                expected_revision: revision(&written_in_us1),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let listed = eu1
+            .list_devices(fleetlog_proto::devices::v1::ListDevicesRequest {
+                parent: "projects/p0/regions/us1".into(),
+                min_revision: revision(&updated),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        assert_eq!(
+            listed.devices,
+            vec![updated.clone()],
+            "us1's devices, listed in eu1"
+        );
+        let unknown = eu1
+            .get_device(GetDeviceRequest {
+                name: "projects/p0/regions/zz9/devices/d".into(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ());
+        assert_eq!(common::code(unknown), Code::NotFound);
+        fleet.stop().await
+    }
 }
