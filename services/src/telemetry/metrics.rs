@@ -8,6 +8,8 @@
 //! | `fleetlog_stream_last_sequence` | service, region | the log's newest event |
 //! | `fleetlog_projection_applied_revision` | service, region, version | the last event a fed projection applied |
 //! | `fleetlog_projection_lag_events` | service, region, version | last sequence − applied |
+//! | `fleetlog_read_copy_seconds_since_heard` | service, region | a read copy of another region's log: since it last heard from its origin (the staleness signal; grows during a partition) |
+//! | `fleetlog_read_copy_lag_events` | service, region | events the origin had that the copy did not, when it last heard (freezes during a partition) |
 //! | `fleetlog_upgrade_stage` | deployment, stage | 1 for the current stage, 0 for the others |
 //! | `fleetlog_upgrade_ready_shards`, `fleetlog_upgrade_pending_shards` | deployment | shard counts of the upgrade in progress |
 //! | `fleetlog_upgrade_switch_pause_seconds` | deployment | the write pause the last switch measured |
@@ -95,6 +97,8 @@ struct StreamSample {
     last_sequence: Option<u64>,
     /// (version, applied revision) of every fed projection.
     applied: Vec<(&'static str, u64)>,
+    /// For a read copy of another region's log: how current it is.
+    copy: Option<fleetlog_events::CopyState>,
 }
 
 impl Metrics {
@@ -231,20 +235,31 @@ impl Metrics {
         };
         let streams = futures::future::join_all(streams.into_iter().map(
             |(service, region, log, applied)| async move {
-                let last_sequence =
+                let (last_sequence, copy) = if log.is_copy() {
+                    match tokio::time::timeout(STREAM_STATE_TIMEOUT, log.copy_state()).await {
+                        Ok(Ok(Some(copy))) => (Some(copy.last.get()), Some(copy)),
+                        Ok(Ok(None)) | Err(_) => (None, None),
+                        Ok(Err(err)) => {
+                            tracing::debug!(error = %err, "metrics: reading the read copy's state");
+                            (None, None)
+                        }
+                    }
+                } else {
                     match tokio::time::timeout(STREAM_STATE_TIMEOUT, log.last_revision()).await {
-                        Ok(Ok(last)) => Some(last.get()),
+                        Ok(Ok(last)) => (Some(last.get()), None),
                         Ok(Err(err)) => {
                             tracing::debug!(error = %err, "metrics: reading the stream state");
-                            None
+                            (None, None)
                         }
-                        Err(_) => None,
-                    };
+                        Err(_) => (None, None),
+                    }
+                };
                 StreamSample {
                     service,
                     region,
                     last_sequence,
                     applied,
+                    copy,
                 }
             },
         ))
@@ -305,11 +320,19 @@ impl Collector for SnapshotCollector {
         let mut last = Vec::new();
         let mut applied = Vec::new();
         let mut lag = Vec::new();
+        let mut copy_heard = Vec::new();
+        let mut copy_lag = Vec::new();
         for stream in &snapshot.streams {
             let labels = vec![
                 ("service", stream.service.as_str()),
                 ("region", stream.region.as_str()),
             ];
+            if let Some(copy) = &stream.copy {
+                // Never heard yet: as stale as can be said.
+                let heard = copy.since_active.map_or(f64::INFINITY, |d| d.as_secs_f64());
+                copy_heard.push((labels.clone(), heard));
+                copy_lag.push((labels.clone(), to_i64(copy.lag)));
+            }
             if let Some(sequence) = stream.last_sequence {
                 last.push((labels.clone(), to_i64(sequence)));
             }
@@ -339,6 +362,23 @@ impl Collector for SnapshotCollector {
             "fleetlog_projection_lag_events",
             "Events in the stream a fed projection has not applied yet.",
             &lag,
+        )?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "fleetlog_read_copy_seconds_since_heard",
+                "Since a read copy of another region's log last heard from its origin: its staleness.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (labels, seconds) in &copy_heard {
+                ConstGauge::new(*seconds).encode(family.encode_family(labels)?)?;
+            }
+        }
+        gauge(
+            &mut encoder,
+            "fleetlog_read_copy_lag_events",
+            "Events the origin had that a read copy did not, when it last heard (freezes during a partition).",
+            &copy_lag,
         )?;
 
         let Some((name, deployment)) = &snapshot.deployment else {

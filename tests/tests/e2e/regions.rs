@@ -627,4 +627,136 @@ mod two_regions {
         assert_eq!(common::code(unknown), Code::NotFound);
         fleet.stop().await
     }
+
+    /// `fleetlog_read_copy_seconds_since_heard` for `region`'s copy, as
+    /// `process` exports it.
+    async fn copy_staleness(process: &FleetdProcess, region: &str) -> anyhow::Result<Option<f64>> {
+        let text = reqwest::get(format!("http://{}/metrics", process.http_addr))
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|line| line.starts_with("fleetlog_read_copy_seconds_since_heard{"))
+            .filter(|line| line.contains(&format!("region=\"{region}\"")))
+            .find_map(|line| line.rsplit_once(' ')?.1.parse().ok()))
+    }
+
+    /// Every device under `parent` as `client` lists it, after `revision`.
+    async fn all_devices(
+        client: &mut DeviceServiceClient<Authed>,
+        parent: &str,
+        revision: i64,
+    ) -> anyhow::Result<Vec<Device>> {
+        let mut devices = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = client
+                .list_devices(fleetlog_proto::devices::v1::ListDevicesRequest {
+                    parent: parent.into(),
+                    page_size: 1000,
+                    page_token,
+                    min_revision: revision,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            devices.extend(page.devices);
+            if page.next_page_token.is_empty() {
+                return Ok(devices);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_partition_keeps_both_regions_serving_marks_the_copies_stale_and_converges_after_the_heal()
+    -> anyhow::Result<()> {
+        let mut fleet = Fleet::start().await?;
+        let mut eu1 = DeviceServiceClient::new(fleet.leader.clone());
+        let mut us1 = DeviceServiceClient::new(fleetlog_tests::admin(fleet.us1.grpc_url()).await?);
+        let create = |region: &str, id: String| CreateDeviceRequest {
+            parent: format!("projects/p0/regions/{region}"),
+            device_id: id,
+            device: Some(Device::default()),
+            request_id: String::new(),
+        };
+        let before = us1
+            .create_device(create("us1", "before".into()))
+            .await?
+            .into_inner();
+        read_at(
+            &mut eu1,
+            &before.name,
+            before.metadata.as_ref().map_or(0, |m| m.revision),
+        )
+        .await?;
+
+        // The partition: the leafnode and both fleetd paths.
+        fleet.nats.cut("us1").await?;
+        fleet.us1_front.cut();
+        fleet._eu1_front.cut();
+        let cut_at = Instant::now();
+        for n in 0..20 {
+            eu1.create_device(create("eu1", format!("e{n}"))).await?;
+            us1.create_device(create("us1", format!("u{n}"))).await?;
+        }
+        // A command for the other region fails in time, and nowhere writes.
+        let mut routed = tonic::Request::new(create("eu1", "from-us1".into()));
+        routed.set_timeout(Duration::from_secs(2));
+        let refused = us1.create_device(routed).await.map(|_| ());
+        assert_eq!(common::code(refused), Code::Unavailable);
+        // eu1 still serves us1's devices from its copy, as last heard.
+        let stale_read = eu1
+            .get_device(GetDeviceRequest {
+                name: before.name.clone(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        assert_eq!(stale_read, before);
+        let deadline = cut_at + Duration::from_secs(15);
+        let staleness = loop {
+            let seen = copy_staleness(&fleet.eu1, "us1").await?;
+            if seen.is_some_and(|s| s >= 3.0) {
+                break seen;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "eu1 never called its us1 copy stale: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        println!(
+            "us1's copy in eu1 stale for {staleness:?} s, {:?} after the cut",
+            cut_at.elapsed()
+        );
+
+        fleet._eu1_front.heal();
+        fleet.us1_front.heal();
+        fleet.nats.heal("us1").await?;
+        // Converged: each region's copy of the other equals the owner's own
+        // view, at the owner's last revision.
+        for (mut owner, mut reader, region) in [
+            (us1.clone(), eu1.clone(), "us1"),
+            (eu1.clone(), us1.clone(), "eu1"),
+        ] {
+            let parent = format!("projects/p0/regions/{region}");
+            let own = all_devices(&mut owner, &parent, 0).await?;
+            let last = own
+                .iter()
+                .filter_map(|d| d.metadata.as_ref().map(|m| m.revision))
+                .max()
+                .unwrap_or(0);
+            let copied = all_devices(&mut reader, &parent, last).await?;
+            assert_eq!(copied, own, "{region}'s devices, read in the other region");
+            assert!(own.len() >= 20, "{region} kept writing: {}", own.len());
+        }
+        let heard = copy_staleness(&fleet.eu1, "us1").await?;
+        assert!(
+            heard.is_some_and(|s| s < 3.0),
+            "fresh again after the heal: {heard:?}"
+        );
+        fleet.stop().await
+    }
 }
