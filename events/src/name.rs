@@ -135,6 +135,12 @@ pub trait ParentName:
     /// The ID after the `regions` segment, if the pattern has one: the
     /// region that owns everything below (commands run there).
     fn region(&self) -> Option<&Id>;
+
+    /// The same parent in `region` (unchanged when the pattern has no
+    /// `regions` segment): `regions/-` made one region's.
+    fn in_region(&self, region: &Id) -> Self
+    where
+        Self: Sized;
 }
 
 /// A resource name of one pattern.
@@ -346,6 +352,17 @@ macro_rules! resource_name {
                     }
                 )*
                 None
+            }
+
+            #[allow(unused_variables, unused_mut)]
+            fn in_region(&self, region: &$crate::name::Id) -> Self {
+                let mut other = self.clone();
+                $(
+                    if stringify!($pc) == "regions" {
+                        other.$pf = region.clone();
+                    }
+                )*
+                other
             }
         }
 

@@ -92,6 +92,14 @@ impl ReadCopies {
             .and_then(|copies| copies.get(region).map(|active| active.load_full()))
     }
 
+    /// Every region this process reads a copy of.
+    pub fn regions(&self) -> Vec<Id> {
+        self.0
+            .read()
+            .map(|copies| copies.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     pub fn contains(&self, region: &Id) -> bool {
         self.0
             .read()

@@ -163,19 +163,25 @@ impl<R: Resource> Engine<R> {
                     .map_err(ProjectionError::from)?,
             )
         };
-        let collection_prefix = R::Name::collection_prefix(&parent);
-        let (projection, own) = self.source(projection, parent.region())?;
-        let projection = self.wait_for(projection, request.min_revision, own).await?;
+        let every_region = parent.region().is_some_and(|r| r.as_str() == EVERY_REGION);
+        let sources = if every_region {
+            self.every_region(projection, &parent, &order, request.min_revision)
+                .await?
+        } else {
+            let (projection, own) = self.source(projection, parent.region())?;
+            let projection = self.wait_for(projection, request.min_revision, own).await?;
+            vec![(projection, R::Name::collection_prefix(&parent))]
+        };
         let list_query = ListQuery {
             descriptor,
-            collection_prefix,
+            collection_prefix: String::new(),
             filter,
             order,
             // Bounded above by MAX_PAGE_SIZE, so the cast is lossless.
             page_size: page_size as usize,
             after,
         };
-        let page = tokio::task::spawn_blocking(move || query::list(&projection, &list_query))
+        let page = tokio::task::spawn_blocking(move || merged_list(&sources, list_query))
             .await
             .map_err(|e| ServiceError::Internal(format!("list task failed: {e}")))??;
         let items = page
@@ -196,6 +202,43 @@ impl<R: Resource> Engine<R> {
 }
 
 impl<R: Resource> Engine<R> {
+    /// The projections a List over `regions/-` reads, this region's first,
+    /// each with its collection prefix. Name order only: one cursor (a
+    /// name) continues every region's part, since names sort by region.
+    async fn every_region(
+        &self,
+        own: Arc<Projection>,
+        parent: &<R::Name as ResourceName>::Parent,
+        order: &OrderBy,
+        min_revision: i64,
+    ) -> Result<Vec<(Arc<Projection>, String)>, ServiceError> {
+        if min_revision != 0 {
+            return Err(ServiceError::invalid(
+                "min_revision",
+                "is a revision of one region's log; list one region (regions/{region}) to wait for it",
+            ));
+        }
+        if !order.is_empty() {
+            return Err(ServiceError::invalid(
+                "order_by",
+                "is not supported over regions/- yet; list one region, or order by name",
+            ));
+        }
+        let own = self.wait_for(own, 0, true).await?;
+        let mut sources = vec![(
+            own.clone(),
+            R::Name::collection_prefix(&parent.in_region(&self.ctx.region)),
+        )];
+        for region in self.ctx.copies.regions() {
+            // A copy mid-switch to this region's version is left out until
+            // it is in it.
+            if let Ok((copy, _)) = self.source(own.clone(), Some(&region)) {
+                sources.push((copy, R::Name::collection_prefix(&parent.in_region(&region))));
+            }
+        }
+        Ok(sources)
+    }
+
     /// What a page token of a List with these parameters is bound to;
     /// `None` when they do not parse (the List itself reports why).
     pub fn list_binding(&self, parent: &str, filter: &str, order_by: &str) -> Option<String> {
@@ -208,6 +251,54 @@ impl<R: Resource> Engine<R> {
 /// A page token only continues the query that made it.
 fn list_binding(parent: &impl std::fmt::Display, filter: &str, order: &OrderBy) -> String {
     format!("{parent}\n{}\n{}", filter.trim(), order.canonical())
+}
+
+/// The region ID that lists every region: `projects/p/regions/-` (AIP-159).
+pub const EVERY_REGION: &str = "-";
+
+/// One page over several projections (one per region), each read under its
+/// own collection prefix, merged in name order; one projection is a plain
+/// List. The page's revision is the first projection's (this region's).
+fn merged_list(
+    sources: &[(Arc<Projection>, String)],
+    mut list_query: ListQuery,
+) -> Result<query::ListPage, ProjectionError> {
+    let mut pages = Vec::with_capacity(sources.len());
+    for (projection, prefix) in sources {
+        list_query.collection_prefix = prefix.clone();
+        pages.push(query::list(projection, &list_query)?);
+    }
+    if pages.len() == 1 {
+        return Ok(pages.remove(0));
+    }
+    let revision = pages
+        .first()
+        .map_or(fleetlog_events::Revision::NONE, |p| p.revision);
+    let more_in_a_region = pages.iter().any(|p| p.next.is_some());
+    let mut items: Vec<DynamicMessage> = pages.into_iter().flat_map(|p| p.items).collect();
+    let name_of = |m: &DynamicMessage| {
+        m.get_field_by_name("name")
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    items.sort_by_key(name_of);
+    let has_more = more_in_a_region || items.len() > list_query.page_size;
+    items.truncate(list_query.page_size);
+    let next = if has_more {
+        items
+            .last()
+            .map(|last| fleetlog_projections::query_lang::Cursor {
+                sort_key: Vec::new(),
+                name: name_of(last),
+            })
+    } else {
+        None
+    };
+    Ok(query::ListPage {
+        items,
+        next,
+        revision,
+    })
 }
 
 /// One resource from `projection` (of `R`'s API version), shaped by `mask`.

@@ -560,7 +560,7 @@ mod two_regions {
     }
 
     #[tokio::test]
-    async fn each_region_reads_the_others_devices_from_its_copy_at_the_owners_revision()
+    async fn each_region_reads_and_lists_the_others_devices_from_its_copy_at_the_owners_revision()
     -> anyhow::Result<()> {
         let fleet = Fleet::start().await?;
         let mut eu1 = DeviceServiceClient::new(fleet.leader.clone());
@@ -616,6 +616,42 @@ mod two_regions {
             listed.devices,
             vec![updated.clone()],
             "us1's devices, listed in eu1"
+        );
+
+        // regions/- lists every region's, in name order, a page at a time.
+        for client in [&mut eu1, &mut us1] {
+            let mut seen = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let page = client
+                    .list_devices(fleetlog_proto::devices::v1::ListDevicesRequest {
+                        parent: "projects/p0/regions/-".into(),
+                        page_size: 1,
+                        page_token,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                seen.extend(page.devices);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            assert_eq!(seen, vec![written_in_eu1.clone(), updated.clone()]);
+        }
+        let waiting = eu1
+            .list_devices(fleetlog_proto::devices::v1::ListDevicesRequest {
+                parent: "projects/p0/regions/-".into(),
+                min_revision: 1,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ());
+        assert_eq!(
+            common::code(waiting),
+            Code::InvalidArgument,
+            "a revision is one region's"
         );
         let unknown = eu1
             .get_device(GetDeviceRequest {
