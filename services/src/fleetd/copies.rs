@@ -38,7 +38,7 @@ impl CopyKeeper {
     /// Opens copies as regions appear, until `stop`; then stops their
     /// projectors.
     pub async fn run(self, stop: CancellationToken) {
-        let mut sets: Vec<Arc<ProjectionSet>> = Vec::new();
+        let mut sets: Vec<(Id, Arc<ProjectionSet>, EventLog)> = Vec::new();
         loop {
             match self.regions() {
                 Ok(regions) => {
@@ -47,10 +47,10 @@ impl CopyKeeper {
                             continue;
                         }
                         match self.open(&region).await {
-                            Ok(set) => {
+                            Ok((set, log)) => {
                                 tracing::info!(%region, "reading region's devices from a read copy");
-                                self.copies.insert(region, set.active().clone());
-                                sets.push(set);
+                                self.copies.insert(region.clone(), set.active().clone());
+                                sets.push((region, set, log));
                             }
                             Err(err) => {
                                 tracing::warn!(%region, error = %format!("{err:#}"), "opening a read copy failed; retrying")
@@ -60,14 +60,40 @@ impl CopyKeeper {
                 }
                 Err(err) => tracing::warn!(error = %err, "reading the regions from Meta failed"),
             }
+            for (region, set, log) in &sets {
+                if let Err(err) = self.follow_version(set, log).await {
+                    tracing::warn!(%region, error = %err, "switching a read copy's projection failed; retrying");
+                }
+            }
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(DISCOVERY) => {}
             }
         }
-        for set in sets {
+        for (_, set, _) in sets {
             set.shutdown().await;
         }
+    }
+
+    /// After this region switched versions, builds the copy's projection
+    /// in the new version (a compacted replay) and, once it has caught up,
+    /// makes it active: every projection of a region, its copies' too, is
+    /// in the region's version. Reads of the copy answer UNAVAILABLE in
+    /// between.
+    async fn follow_version(&self, set: &ProjectionSet, log: &EventLog) -> anyhow::Result<()> {
+        let wanted = self.devices.load().api_version().to_owned();
+        let active = set.active_version();
+        if active == wanted {
+            return Ok(());
+        }
+        let target = set.feed(&wanted, true)?;
+        let last = log.copy_state().await?.map_or(target.applied(), |c| c.last);
+        if target.applied() >= last {
+            set.activate(&wanted)?;
+            set.stop_feeding(&active).await;
+            tracing::info!(version = %wanted, "read copy switched with this region");
+        }
+        Ok(())
     }
 
     /// The other regions Meta has a Devices Deployment for.
@@ -86,7 +112,7 @@ impl CopyKeeper {
             .collect())
     }
 
-    async fn open(&self, region: &Id) -> anyhow::Result<Arc<ProjectionSet>> {
+    async fn open(&self, region: &Id) -> anyhow::Result<(Arc<ProjectionSet>, EventLog)> {
         let stream = StreamId::new(Id::parse(devices::SERVICE)?, region.clone());
         let log = tokio::time::timeout(
             Duration::from_secs(10),
@@ -94,7 +120,9 @@ impl CopyKeeper {
         )
         .await??;
         let version = self.devices.load().api_version().to_owned();
-        self.projections
-            .open(&log, devices::VERSIONS, devices::converter, &version)
+        let set = self
+            .projections
+            .open(&log, devices::VERSIONS, devices::converter, &version)?;
+        Ok((set, log))
     }
 }

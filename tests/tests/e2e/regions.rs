@@ -236,16 +236,22 @@ mod two_regions {
     }
 
     impl Fleet {
-        /// Starts eu1, then us1, which waits (creating nothing) until its
-        /// Region and Deployment are added in eu1.
         async fn start() -> anyhow::Result<Fleet> {
+            Self::start_on("v1").await
+        }
+
+        /// Starts eu1, then us1, which waits (creating nothing) until its
+        /// Region and Deployment are added in eu1; both on Devices
+        /// `version`.
+        async fn start_on(version: &str) -> anyhow::Result<Fleet> {
             let nats = NatsRegions::start(&["eu1", "us1"]).await?;
             let data = [tempfile::tempdir()?, tempfile::tempdir()?];
             let (eu1_port, us1_port) = (free_port()?, free_port()?);
             let eu1_front = Link::relay(eu1_port).await?;
             let us1_front = Link::relay(us1_port).await?;
-            let eu1 =
-                FleetdProcess::start("all", &env(&nats, "eu1", &data[0], eu1_port, &eu1_front))?;
+            let mut eu1_env = env(&nats, "eu1", &data[0], eu1_port, &eu1_front);
+            eu1_env.push(("FLEETLOG_DEVICES_INITIAL_VERSION", version.to_owned()));
+            let eu1 = FleetdProcess::start("all", &eu1_env)?;
             let leader = fleetlog_tests::admin(eu1.grpc_url()).await?;
 
             let us1_env = env(&nats, "us1", &data[1], us1_port, &us1_front);
@@ -282,7 +288,7 @@ mod two_regions {
                     deployment: Some(Deployment {
                         region: "regions/us1".into(),
                         regional_domain: format!("127.0.0.1:{}", us1_front.port()),
-                        current_version: "v1".into(),
+                        current_version: version.into(),
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -551,7 +557,11 @@ mod two_regions {
                 .await;
             match read {
                 Ok(device) => return Ok(device.into_inner()),
-                Err(s) if s.code() == Code::NotFound && Instant::now() < deadline => {
+                // Not opened yet, or switching to this region's version.
+                Err(s)
+                    if matches!(s.code(), Code::NotFound | Code::Unavailable)
+                        && Instant::now() < deadline =>
+                {
                     tokio::time::sleep(Duration::from_millis(100)).await
                 }
                 Err(s) => anyhow::bail!("reading {name} at revision {revision}: {s}"),
@@ -793,6 +803,82 @@ mod two_regions {
             heard.is_some_and(|s| s < 3.0),
             "fresh again after the heal: {heard:?}"
         );
+        fleet.stop().await
+    }
+
+    /// Upgrades stay per region: eu1 switches to v1 while us1 stays on
+    /// v1alpha2, and eu1's copy of us1's devices switches with eu1.
+    #[tokio::test]
+    async fn a_region_upgrades_alone_and_its_copies_of_the_others_follow_its_version()
+    -> anyhow::Result<()> {
+        use fleetlog_proto::devices::v1alpha2;
+        use fleetlog_proto::meta::v1::deployment::Stage;
+        use fleetlog_proto::meta::v1::{
+            BeginUpgradeRequest, GetDeploymentRequest, SetAvailableUpgradeRequest,
+        };
+
+        let fleet = Fleet::start_on("v1alpha2").await?;
+        let mut us1_old = v1alpha2::device_service_client::DeviceServiceClient::new(
+            fleetlog_tests::admin(fleet.us1.grpc_url()).await?,
+        );
+        let made = us1_old
+            .create_device(v1alpha2::CreateDeviceRequest {
+                parent: "projects/p0".into(),
+                device_id: "old".into(),
+                device: Some(v1alpha2::Device {
+                    display_name: "written in v1alpha2 in us1".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            })
+            .await?
+            .into_inner();
+        let revision = made.metadata.as_ref().map_or(0, |m| m.revision);
+
+        let deployment = "services/devices.fleetlog.io/deployments/eu1";
+        let mut meta = DeploymentServiceClient::new(fleet.leader.clone());
+        meta.set_available_upgrade(SetAvailableUpgradeRequest {
+            name: deployment.into(),
+            target_api_version: "v1".into(),
+            ..Default::default()
+        })
+        .await?;
+        meta.begin_upgrade(BeginUpgradeRequest {
+            name: deployment.into(),
+            ..Default::default()
+        })
+        .await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let d = meta
+                .get_deployment(GetDeploymentRequest {
+                    name: deployment.into(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let stage = d.upgrade_state.as_ref().map_or(Stage::Ready, |s| s.stage());
+            if d.current_version == "v1" && stage == Stage::Ready {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "eu1 did not switch: {d:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // eu1 serves v1, and reads us1's device through v1 from its copy.
+        let mut eu1 = DeviceServiceClient::new(fleet.leader.clone());
+        let read = read_at(&mut eu1, "projects/p0/regions/us1/devices/old", revision).await?;
+        assert_eq!(read.display_name, made.display_name);
+        assert_eq!(read.metadata.map(|m| m.revision), Some(revision));
+        // us1 is still on v1alpha2 and writes there.
+        us1_old
+            .create_device(v1alpha2::CreateDeviceRequest {
+                parent: "projects/p0".into(),
+                device_id: "still-old".into(),
+                device: Some(v1alpha2::Device::default()),
+                request_id: String::new(),
+            })
+            .await?;
         fleet.stop().await
     }
 }
