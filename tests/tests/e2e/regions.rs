@@ -807,7 +807,8 @@ mod two_regions {
     }
 
     /// Upgrades stay per region: eu1 switches to v1 while us1 stays on
-    /// v1alpha2, and eu1's copy of us1's devices switches with eu1.
+    /// v1alpha2 and keeps writing, and eu1's copy of us1's devices
+    /// switches with eu1.
     #[tokio::test]
     async fn a_region_upgrades_alone_and_its_copies_of_the_others_follow_its_version()
     -> anyhow::Result<()> {
@@ -835,6 +836,27 @@ mod two_regions {
             .into_inner();
         let revision = made.metadata.as_ref().map_or(0, |m| m.revision);
 
+        // us1 keeps writing through v1alpha2 while eu1 upgrades.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let writer = tokio::spawn({
+            let (mut client, stop) = (us1_old.clone(), stop.clone());
+            async move {
+                let mut written = Vec::new();
+                while !stop.is_cancelled() {
+                    let device = client
+                        .create_device(v1alpha2::CreateDeviceRequest {
+                            parent: "projects/p0".into(),
+                            device_id: format!("during-{}", written.len()),
+                            device: Some(v1alpha2::Device::default()),
+                            request_id: String::new(),
+                        })
+                        .await?
+                        .into_inner();
+                    written.push(device.metadata.map_or(0, |m| m.revision));
+                }
+                anyhow::Ok(written)
+            }
+        });
         let deployment = "services/devices.fleetlog.io/deployments/eu1";
         let mut meta = DeploymentServiceClient::new(fleet.leader.clone());
         meta.set_available_upgrade(SetAvailableUpgradeRequest {
@@ -870,15 +892,22 @@ mod two_regions {
         let read = read_at(&mut eu1, "projects/p0/regions/us1/devices/old", revision).await?;
         assert_eq!(read.display_name, made.display_name);
         assert_eq!(read.metadata.map(|m| m.revision), Some(revision));
-        // us1 is still on v1alpha2 and writes there.
-        us1_old
-            .create_device(v1alpha2::CreateDeviceRequest {
-                parent: "projects/p0".into(),
-                device_id: "still-old".into(),
-                device: Some(v1alpha2::Device::default()),
-                request_id: String::new(),
-            })
-            .await?;
+        // us1 wrote on through eu1's upgrade, none refused, all in its log
+        // and in eu1's copy at their revisions.
+        stop.cancel();
+        let written = writer.await??;
+        let last = *written
+            .last()
+            .ok_or_else(|| anyhow::anyhow!("us1 wrote nothing during eu1's upgrade"))?;
+        let us1_log = EventLog::open(fleet.nats.connect("us1").await?, devices_of("us1")?).await?;
+        assert_eq!(us1_log.last_revision().await?.to_wire(), last);
+        let name = format!(
+            "projects/p0/regions/us1/devices/during-{}",
+            written.len() - 1
+        );
+        let copied = read_at(&mut eu1, &name, last).await?;
+        assert_eq!(copied.metadata.map(|m| m.revision), Some(last));
+        println!("us1 wrote {} devices during eu1's upgrade", written.len());
         fleet.stop().await
     }
 }
