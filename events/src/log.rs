@@ -223,16 +223,10 @@ impl EventLog {
         options: LogOptions,
     ) -> Result<Self, LogError> {
         let wanted = stream::Config {
-            name: id.stream_name(),
             subjects: vec![id.all_subjects()],
-            storage: stream::StorageType::File,
-            retention: stream::RetentionPolicy::Limits,
             discard: stream::DiscardPolicy::New,
             duplicate_window: Duration::from_secs(120),
-            allow_direct: true,
-            deny_delete: true,
-            num_replicas: options.replicas,
-            ..Default::default()
+            ..kept_as(&id, options)
         };
         Self::open_as(client, id, options, wanted).await
     }
@@ -248,7 +242,6 @@ impl EventLog {
         options: LogOptions,
     ) -> Result<Self, LogError> {
         let wanted = stream::Config {
-            name: id.stream_name(),
             mirror: Some(stream::Source {
                 name: id.stream_name(),
                 external: Some(stream::External {
@@ -257,12 +250,7 @@ impl EventLog {
                 }),
                 ..Default::default()
             }),
-            storage: stream::StorageType::File,
-            retention: stream::RetentionPolicy::Limits,
-            allow_direct: true,
-            deny_delete: true,
-            num_replicas: options.replicas,
-            ..Default::default()
+            ..kept_as(&id, options)
         };
         Self::open_as(client, id, options, wanted).await
     }
@@ -819,6 +807,21 @@ pub async fn ensure_stream(
         });
     }
     Ok(stream)
+}
+
+/// How every event stream is kept, a region's own and its read copies of
+/// the others alike: on file, never trimmed, nothing deleted, readable by
+/// direct get, with the configured replicas.
+fn kept_as(id: &StreamId, options: LogOptions) -> stream::Config {
+    stream::Config {
+        name: id.stream_name(),
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        allow_direct: true,
+        deny_delete: true,
+        num_replicas: options.replicas,
+        ..Default::default()
+    }
 }
 
 /// Older servers drop config fields they do not know instead of failing;

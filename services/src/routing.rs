@@ -37,6 +37,7 @@ use tonic::server::NamedService;
 use tonic::transport::Channel;
 
 use crate::engine::access::{answer_within, grpc_timeout};
+use fleetlog_model::meta::deployment::deployment_name;
 
 /// Marks a forwarded call, so a call that arrives forwarded and is not
 /// owned here either (two regions each pointing at the other) is refused
@@ -175,21 +176,17 @@ pub struct Router {
     /// Meta's active projection (a read copy outside the leading region):
     /// where each region's endpoint is.
     meta: Arc<ArcSwap<Projection>>,
-    deployment_of: fn(&Id) -> String,
     max_request_bytes: usize,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
 impl Router {
-    /// `deployment_of` names the Deployment whose `regional_domain` is a
-    /// region's endpoint.
     pub fn new(
         catalog: &Catalog,
         global_services: &[&str],
         region: Id,
         leading: Id,
         meta: Arc<ArcSwap<Projection>>,
-        deployment_of: fn(&Id) -> String,
         max_request_bytes: usize,
     ) -> Arc<Self> {
         Arc::new(Router {
@@ -197,7 +194,6 @@ impl Router {
             region,
             leading,
             meta,
-            deployment_of,
             max_request_bytes,
             channels: Mutex::default(),
         })
@@ -227,7 +223,8 @@ impl Router {
         }
     }
 
-    /// Where `region`'s fleetd answers, from its Deployment in Meta.
+    /// Where `region`'s fleetd answers: its Devices Deployment's
+    /// `regional_domain` in Meta.
     fn endpoint(&self, region: &str) -> Result<String, tonic::Status> {
         let unknown = || {
             tonic::Status::failed_precondition(format!(
@@ -237,7 +234,9 @@ impl Router {
             ))
         };
         let id = Id::parse(region).map_err(|_| unknown())?;
-        let name = (self.deployment_of)(&id);
+        let name = deployment_name(crate::devices::SERVICE_DOMAIN, &id)
+            .map_err(|e| tonic::Status::internal(e.to_string()))?
+            .to_string();
         let projection = self.meta.load_full();
         let deployment = fleetlog_model::stored::stored::<Deployment>(&projection, &name)
             .map_err(|e| tonic::Status::internal(format!("reading {name}: {e}")))?

@@ -169,25 +169,24 @@ impl<R: Resource> Engine<R> {
     /// Where a query of `region`'s resources reads: `own` (this region's
     /// projection) for this region or a name without one, that region's
     /// read copy otherwise (in the same API version), and whether that is
-    /// this region's own.
+    /// this region's own. None when this region reads no copy of `region`
+    /// (it has no Deployment in Meta): nothing of it exists here.
     fn source(
         &self,
         own: Arc<Projection>,
         region: Option<&Id>,
-    ) -> Result<(Arc<Projection>, bool), ServiceError> {
+    ) -> Result<Option<(Arc<Projection>, bool)>, ServiceError> {
         let Some(region) = region.filter(|r| **r != self.ctx.region) else {
-            return Ok((own, true));
+            return Ok(Some((own, true)));
         };
         match self.ctx.copies.get(region) {
-            Some(copy) if copy.api_version() == own.api_version() => Ok((copy, false)),
+            Some(copy) if copy.api_version() == own.api_version() => Ok(Some((copy, false))),
             Some(copy) => Err(ServiceError::Unavailable(format!(
                 "the read copy of region {region} is projected in {} while this query reads {};                  it follows after this region's switch",
                 copy.api_version(),
                 own.api_version()
             ))),
-            None => Err(ServiceError::NotFound(format!(
-                "regions/{region}: this region reads no copy of it (it has no Deployment in Meta)"
-            ))),
+            None => Ok(None),
         }
     }
 

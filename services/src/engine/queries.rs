@@ -71,12 +71,8 @@ impl<R: Resource> Engine<R> {
     ) -> Result<R, ServiceError> {
         let name = self.parse_name("name", name)?;
         let mask = parse_mask::<R>(field_mask, "field_mask")?;
-        let (projection, own) = match self.source(projection, name.region()) {
-            Ok(source) => source,
-            Err(ServiceError::NotFound(_)) => {
-                return Err(ServiceError::NotFound(name.to_string()));
-            }
-            Err(other) => return Err(other),
+        let Some((projection, own)) = self.source(projection, name.region())? else {
+            return Err(ServiceError::NotFound(name.to_string()));
         };
         let projection = self.wait_for(projection, min_revision, own).await?;
         fetch::<R>(&projection, &mask, &name.to_string())?
@@ -115,10 +111,11 @@ impl<R: Resource> Engine<R> {
             let source = match sources.iter().find(|(r, _)| *r == region) {
                 Some((_, source)) => source.clone(),
                 None => {
-                    let source = match self.source(projection.clone(), region.as_ref()) {
-                        Ok((source, own)) => Some(self.wait_for(source, min_revision, own).await?),
-                        Err(ServiceError::NotFound(_)) => None,
-                        Err(other) => return Err(other),
+                    let source = match self.source(projection.clone(), region.as_ref())? {
+                        Some((source, own)) => {
+                            Some(self.wait_for(source, min_revision, own).await?)
+                        }
+                        None => None,
                     };
                     sources.push((region, source.clone()));
                     source
@@ -168,7 +165,13 @@ impl<R: Resource> Engine<R> {
             self.every_region(projection, &parent, &order, request.min_revision)
                 .await?
         } else {
-            let (projection, own) = self.source(projection, parent.region())?;
+            let region = parent.region();
+            let Some((projection, own)) = self.source(projection, region)? else {
+                let region = region.map(Id::as_str).unwrap_or_default();
+                return Err(ServiceError::NotFound(format!(
+                    "regions/{region}: this region reads no copy of it (it has no Deployment in Meta)"
+                )));
+            };
             let projection = self.wait_for(projection, request.min_revision, own).await?;
             vec![(projection, R::Name::collection_prefix(&parent))]
         };
@@ -232,7 +235,7 @@ impl<R: Resource> Engine<R> {
         for region in self.ctx.copies.regions() {
             // A copy mid-switch to this region's version is left out until
             // it is in it.
-            if let Ok((copy, _)) = self.source(own.clone(), Some(&region)) {
+            if let Ok(Some((copy, _))) = self.source(own.clone(), Some(&region)) {
                 sources.push((copy, R::Name::collection_prefix(&parent.in_region(&region))));
             }
         }

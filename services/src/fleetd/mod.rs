@@ -217,7 +217,8 @@ async fn serve(
     let context = |log: &EventLog,
                    set: &ProjectionSet,
                    versions: &'static [&'static str],
-                   settle_writes: bool| {
+                   settle_writes: bool,
+                   copies: crate::engine::ReadCopies| {
         Arc::new(ServiceContext {
             log: log.clone(),
             active: set.active().clone(),
@@ -234,14 +235,10 @@ async fn serve(
             settle_writes,
             auth: auth.clone(),
             open_watches: metrics.open_watches(log.id().service().as_str()),
-            copies: if log.id().service().as_str() == devices::SERVICE {
-                devices_copies.clone()
-            } else {
-                Default::default()
-            },
+            copies,
         })
     };
-    let iam_ctx = context(&iam_log, &iam_set, iam::VERSIONS, true);
+    let iam_ctx = context(&iam_log, &iam_set, iam::VERSIONS, true, Default::default());
     if accept_commands
         && leads
         && config.bootstrap_admin_key.is_none()
@@ -253,7 +250,13 @@ async fn serve(
     // Meta writes settle too: a registration is visible (and checked
     // against) from its answer on, so a Service and then its Deployment can
     // be created back to back.
-    let meta_ctx = context(&meta_log, &meta_set, meta::VERSIONS, true);
+    let meta_ctx = context(
+        &meta_log,
+        &meta_set,
+        meta::VERSIONS,
+        true,
+        Default::default(),
+    );
     let deployments = Engine::<Deployment>::new(meta_ctx.clone());
     let deployment_name = deployment::deployment_name(devices::SERVICE_DOMAIN, &region)?;
     if accept_commands && leads {
@@ -276,7 +279,13 @@ async fn serve(
         &current.current_version,
     )?;
     metrics.observe_deployment(meta_set.active(), &deployment_name);
-    let ctx = context(&devices_log, &devices_set, devices::VERSIONS, false);
+    let ctx = context(
+        &devices_log,
+        &devices_set,
+        devices::VERSIONS,
+        false,
+        devices_copies.clone(),
+    );
 
     let controller_stop = CancellationToken::new();
     let copies_task = tokio::spawn(
@@ -361,7 +370,6 @@ async fn serve(
         region.clone(),
         meta_region.clone(),
         meta_set.active().clone(),
-        devices_deployment_of,
         limit,
     );
     let mut served = served::Served::new(
@@ -510,13 +518,6 @@ fn default_process_name(role: &str) -> String {
 }
 
 /// Opens (creating if needed) the stream of one service in this region.
-/// The Deployment whose `regional_domain` is `region`'s endpoint.
-fn devices_deployment_of(region: &Id) -> String {
-    deployment::deployment_name(devices::SERVICE_DOMAIN, region)
-        .map(|name| name.to_string())
-        .unwrap_or_default()
-}
-
 /// Opens `service`'s log of `region`: the stream itself when this region
 /// `owns` it, else a read copy of it.
 async fn open_log(
