@@ -9,8 +9,7 @@ use fleetlog_proto::devices::v1::*;
 use fleetlog_proto::iam::v1::role_binding_service_client::RoleBindingServiceClient;
 use fleetlog_proto::iam::v1::service_account_service_client::ServiceAccountServiceClient;
 use fleetlog_proto::iam::v1::{
-    CreateRoleBindingRequest, CreateServiceAccountKeyRequest, CreateServiceAccountRequest,
-    DeleteServiceAccountKeyRequest, RoleBinding, ServiceAccount,
+    CreateRoleBindingRequest, DeleteServiceAccountKeyRequest, RoleBinding,
 };
 use fleetlog_proto::meta::v1::deployment_service_client::DeploymentServiceClient;
 use fleetlog_proto::meta::v1::{BeginUpgradeRequest, GetDeploymentRequest};
@@ -22,44 +21,13 @@ const B: &str = "projects/b/regions/eu1";
 
 /// A service account in `project` with `role` there; returns its key.
 async fn member(sandbox: &Sandbox, project: &str, id: &str, role: &str) -> anyhow::Result<String> {
-    let admin = fleetlog_tests::admin(sandbox.grpc_url()).await?;
-    let mut accounts = ServiceAccountServiceClient::new(admin.clone());
-    let account = accounts
-        .create_service_account(CreateServiceAccountRequest {
-            parent: format!("projects/{project}"),
-            service_account_id: id.into(),
-            service_account: Some(ServiceAccount {
-                display_name: id.into(),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await?
-        .into_inner();
-    RoleBindingServiceClient::new(admin)
-        .create_role_binding(CreateRoleBindingRequest {
-            parent: format!("projects/{project}"),
-            role_binding_id: format!("{id}-{role}"),
-            role_binding: Some(RoleBinding {
-                member: account.name.clone(),
-                role: role.into(),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await?;
-    let key = accounts
-        .create_service_account_key(CreateServiceAccountKeyRequest {
-            name: account.name,
-            request_id: String::new(),
-        })
-        .await?
-        .into_inner();
-    assert!(
-        key.key.contains(&key.key_name),
-        "the key names itself for lookup"
-    );
-    Ok(key.key)
+    common::member(
+        fleetlog_tests::admin(sandbox.grpc_url()).await?,
+        project,
+        id,
+        role,
+    )
+    .await
 }
 
 async fn devices_as(sandbox: &Sandbox, key: &str) -> anyhow::Result<common::Client> {

@@ -588,15 +588,11 @@ mod switch {
     //! `fleetlog_services::fence` holds writes on both.
 
     use super::*;
+    use common::{begin, settled_on};
     use fleetlog_proto::devices::v1alpha2;
-    use fleetlog_proto::meta::v1::deployment::Stage;
     use fleetlog_proto::meta::v1::deployment_service_client::DeploymentServiceClient;
-    use fleetlog_proto::meta::v1::{
-        BeginUpgradeRequest, Deployment, GetDeploymentRequest, SetAvailableUpgradeRequest,
-    };
     use fleetlog_services::fence::ProcessEntry;
 
-    const DEPLOYMENT: &str = "services/devices.fleetlog.io/deployments/eu1";
     type OldClient = v1alpha2::device_service_client::DeviceServiceClient<Authed>;
 
     fn start(nats: &NatsCluster, name: &'static str) -> anyhow::Result<Process> {
@@ -675,47 +671,6 @@ mod switch {
         }
     }
 
-    async fn deployment(
-        client: &mut DeploymentServiceClient<Authed>,
-    ) -> anyhow::Result<Deployment> {
-        Ok(client
-            .get_deployment(GetDeploymentRequest {
-                name: DEPLOYMENT.into(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner())
-    }
-
-    async fn upgrade_to_v1(
-        client: &mut DeploymentServiceClient<Authed>,
-        within: Duration,
-    ) -> anyhow::Result<Deployment> {
-        client
-            .set_available_upgrade(SetAvailableUpgradeRequest {
-                name: DEPLOYMENT.into(),
-                target_api_version: "v1".into(),
-                ..Default::default()
-            })
-            .await?;
-        client
-            .begin_upgrade(BeginUpgradeRequest {
-                name: DEPLOYMENT.into(),
-                ..Default::default()
-            })
-            .await?;
-        let deadline = Instant::now() + within;
-        loop {
-            let d = deployment(client).await?;
-            let stage = d.upgrade_state.as_ref().map_or(Stage::Ready, |s| s.stage());
-            if d.current_version == "v1" && stage == Stage::Ready {
-                return Ok(d);
-            }
-            anyhow::ensure!(Instant::now() < deadline, "no switch to v1: {d:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
     /// The event versions in log order: no v1alpha2 event may follow the
     /// first v1 one (an old-version write after the switch would drop what
     /// only v1 holds).
@@ -762,7 +717,8 @@ mod switch {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut meta =
             DeploymentServiceClient::new(fleetlog_tests::admin(api_1.fleetd.grpc_url()).await?);
-        let done = upgrade_to_v1(&mut meta, Duration::from_secs(60)).await?;
+        begin(&mut meta, "v1").await?;
+        let done = settled_on(&mut meta, "v1", Duration::from_secs(60)).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         stop.cancel();
         let mut acked = Vec::new();
@@ -804,7 +760,8 @@ mod switch {
         let mut meta =
             DeploymentServiceClient::new(fleetlog_tests::admin(api_1.fleetd.grpc_url()).await?);
         let started = Instant::now();
-        upgrade_to_v1(&mut meta, Duration::from_secs(60)).await?;
+        begin(&mut meta, "v1").await?;
+        settled_on(&mut meta, "v1", Duration::from_secs(60)).await?;
         let took = started.elapsed();
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop.cancel();
@@ -863,17 +820,7 @@ mod switch {
         let mut api_2_entries = bucket.watch("api-2").await?;
         let mut meta =
             DeploymentServiceClient::new(fleetlog_tests::admin(api_1.fleetd.grpc_url()).await?);
-        meta.set_available_upgrade(SetAvailableUpgradeRequest {
-            name: DEPLOYMENT.into(),
-            target_api_version: "v1".into(),
-            ..Default::default()
-        })
-        .await?;
-        meta.begin_upgrade(BeginUpgradeRequest {
-            name: DEPLOYMENT.into(),
-            ..Default::default()
-        })
-        .await?;
+        begin(&mut meta, "v1").await?;
         tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(update) = api_2_entries.next().await {
                 let entry: ProcessEntry = serde_json::from_slice(&update?.value)?;
@@ -900,16 +847,8 @@ mod switch {
         slow.cancel();
         slow_process.await??;
 
-        let deadline = killed_at + Duration::from_secs(30);
-        loop {
-            let d = deployment(&mut meta).await?;
-            let stage = d.upgrade_state.as_ref().map_or(Stage::Ready, |s| s.stage());
-            if d.current_version == "v1" && stage == Stage::Ready {
-                break;
-            }
-            anyhow::ensure!(Instant::now() < deadline, "no switch to v1: {d:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let within = Duration::from_secs(30).saturating_sub(killed_at.elapsed());
+        settled_on(&mut meta, "v1", within).await?;
         let took = killed_at.elapsed();
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop.cancel();

@@ -181,12 +181,6 @@ mod two_regions {
     use fleetlog_proto::devices::v1::{
         CreateDeviceRequest, DeleteDeviceRequest, Device, GetDeviceRequest, UpdateDeviceRequest,
     };
-    use fleetlog_proto::iam::v1::role_binding_service_client::RoleBindingServiceClient;
-    use fleetlog_proto::iam::v1::service_account_service_client::ServiceAccountServiceClient;
-    use fleetlog_proto::iam::v1::{
-        CreateRoleBindingRequest, CreateServiceAccountKeyRequest, CreateServiceAccountRequest,
-        RoleBinding, ServiceAccount,
-    };
     use fleetlog_proto::meta::v1::deployment_service_client::DeploymentServiceClient;
     use fleetlog_proto::meta::v1::region_service_client::RegionServiceClient;
     use fleetlog_proto::meta::v1::{
@@ -309,36 +303,8 @@ mod two_regions {
         /// A key of a new service account with `device-operator` in `p0`,
         /// issued through eu1 and usable in us1 once its read copy has it.
         async fn operator_key(&self) -> anyhow::Result<String> {
-            let mut accounts = ServiceAccountServiceClient::new(self.leader.clone());
-            let account = accounts
-                .create_service_account(CreateServiceAccountRequest {
-                    parent: "projects/p0".into(),
-                    service_account_id: "operator".into(),
-                    service_account: Some(ServiceAccount::default()),
-                    request_id: String::new(),
-                })
-                .await?
-                .into_inner();
-            RoleBindingServiceClient::new(self.leader.clone())
-                .create_role_binding(CreateRoleBindingRequest {
-                    parent: "projects/p0".into(),
-                    role_binding_id: "operator".into(),
-                    role_binding: Some(RoleBinding {
-                        member: account.name.clone(),
-                        role: "device-operator".into(),
-                        ..Default::default()
-                    }),
-                    request_id: String::new(),
-                })
-                .await?;
-            let key = accounts
-                .create_service_account_key(CreateServiceAccountKeyRequest {
-                    name: account.name,
-                    request_id: String::new(),
-                })
-                .await?
-                .into_inner()
-                .key;
+            let key =
+                common::member(self.leader.clone(), "p0", "operator", "device-operator").await?;
             // The key reaches us1 through IAM's copy a moment later.
             let deadline = Instant::now() + Duration::from_secs(10);
             let mut probe = DeviceServiceClient::new(
@@ -813,10 +779,6 @@ mod two_regions {
     async fn a_region_upgrades_alone_and_its_copies_of_the_others_follow_its_version()
     -> anyhow::Result<()> {
         use fleetlog_proto::devices::v1alpha2;
-        use fleetlog_proto::meta::v1::deployment::Stage;
-        use fleetlog_proto::meta::v1::{
-            BeginUpgradeRequest, GetDeploymentRequest, SetAvailableUpgradeRequest,
-        };
 
         let fleet = Fleet::start_on("v1alpha2").await?;
         let mut us1_old = v1alpha2::device_service_client::DeviceServiceClient::new(
@@ -857,35 +819,9 @@ mod two_regions {
                 anyhow::Ok(written)
             }
         });
-        let deployment = "services/devices.fleetlog.io/deployments/eu1";
         let mut meta = DeploymentServiceClient::new(fleet.leader.clone());
-        meta.set_available_upgrade(SetAvailableUpgradeRequest {
-            name: deployment.into(),
-            target_api_version: "v1".into(),
-            ..Default::default()
-        })
-        .await?;
-        meta.begin_upgrade(BeginUpgradeRequest {
-            name: deployment.into(),
-            ..Default::default()
-        })
-        .await?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let d = meta
-                .get_deployment(GetDeploymentRequest {
-                    name: deployment.into(),
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
-            let stage = d.upgrade_state.as_ref().map_or(Stage::Ready, |s| s.stage());
-            if d.current_version == "v1" && stage == Stage::Ready {
-                break;
-            }
-            anyhow::ensure!(Instant::now() < deadline, "eu1 did not switch: {d:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        common::begin(&mut meta, "v1").await?;
+        common::settled_on(&mut meta, "v1", Duration::from_secs(30)).await?;
 
         // eu1 serves v1, and reads us1's device through v1 from its copy.
         let mut eu1 = DeviceServiceClient::new(fleet.leader.clone());

@@ -9,28 +9,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{REGION, Sandbox};
+use common::{DEPLOYMENT, Deployments, REGION, Sandbox, begin, deployment, settled_on};
 use fleetlog_events::{EventLog, Id, StreamId};
 use fleetlog_projections::store::Store;
 use fleetlog_proto::api::v1::Metadata;
 use fleetlog_proto::devices::{v1, v1alpha2};
-use fleetlog_proto::meta::v1::deployment::Stage;
-use fleetlog_proto::meta::v1::deployment_service_client::DeploymentServiceClient;
-use fleetlog_proto::meta::v1::{
-    BeginUpgradeRequest, Deployment, GetDeploymentRequest, RollbackUpgradeRequest,
-    SetAvailableUpgradeRequest, UpdateDeploymentRequest,
-};
+use fleetlog_proto::meta::v1::{Deployment, RollbackUpgradeRequest, UpdateDeploymentRequest};
 use fleetlog_tests::{Authed, FleetdProcess, NatsServer, admin, eventually};
 use tokio_util::sync::CancellationToken;
 
-const DEPLOYMENT: &str = "services/devices.fleetlog.io/deployments/eu1";
 const OLD_PARENT: &str = "projects/p0";
 const WRITERS: usize = 4;
 const READERS: usize = 4;
 
 type OldClient = v1alpha2::device_service_client::DeviceServiceClient<Authed>;
 type NewClient = v1::device_service_client::DeviceServiceClient<Authed>;
-type Deployments = DeploymentServiceClient<Authed>;
 
 /// How many devices the load test creates (the issue asks for 10,000;
 /// `FLEETLOG_UPGRADE_DEVICES` scales it).
@@ -74,54 +67,6 @@ async fn sandbox_on_v1alpha2(
         tune(c);
     })
     .await
-}
-
-async fn deployment(client: &mut Deployments) -> anyhow::Result<Deployment> {
-    Ok(client
-        .get_deployment(GetDeploymentRequest {
-            name: DEPLOYMENT.into(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner())
-}
-
-async fn begin(client: &mut Deployments, target: &str) -> anyhow::Result<()> {
-    client
-        .set_available_upgrade(SetAvailableUpgradeRequest {
-            name: DEPLOYMENT.into(),
-            target_api_version: target.into(),
-            ..Default::default()
-        })
-        .await?;
-    client
-        .begin_upgrade(BeginUpgradeRequest {
-            name: DEPLOYMENT.into(),
-            ..Default::default()
-        })
-        .await?;
-    Ok(())
-}
-
-/// Waits until the deployment serves `version` with no upgrade running.
-async fn settled_on(
-    client: &mut Deployments,
-    version: &str,
-    within: Duration,
-) -> anyhow::Result<Deployment> {
-    let deadline = Instant::now() + within;
-    loop {
-        let d = deployment(client).await?;
-        let stage = d.upgrade_state.as_ref().map_or(Stage::Ready, |s| s.stage());
-        if d.current_version == version && stage == Stage::Ready {
-            return Ok(d);
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the deployment did not settle on {version}: {d:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn create_old_devices(url: &str, count: usize) -> anyhow::Result<()> {

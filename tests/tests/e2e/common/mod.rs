@@ -4,18 +4,33 @@
 
 pub mod browser;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fleetlog_events::{EventLog, Id, StreamId};
 use fleetlog_proto::api::v1::Metadata;
 use fleetlog_proto::devices::v1::device::{Spec, spec::LoggingConfig};
 use fleetlog_proto::devices::v1::device_service_client::DeviceServiceClient;
 use fleetlog_proto::devices::v1::{CreateDeviceRequest, Device};
+use fleetlog_proto::iam::v1::role_binding_service_client::RoleBindingServiceClient;
+use fleetlog_proto::iam::v1::service_account_service_client::ServiceAccountServiceClient;
+use fleetlog_proto::iam::v1::{
+    CreateRoleBindingRequest, CreateServiceAccountKeyRequest, CreateServiceAccountRequest,
+    RoleBinding, ServiceAccount,
+};
+use fleetlog_proto::meta::v1::deployment::Stage;
+use fleetlog_proto::meta::v1::deployment_service_client::DeploymentServiceClient;
+use fleetlog_proto::meta::v1::{
+    BeginUpgradeRequest, Deployment, GetDeploymentRequest, SetAvailableUpgradeRequest,
+};
 use fleetlog_services::fleetd::{self, Config, Ready, Role};
 use fleetlog_tests::{ADMIN_KEY, Authed, NatsServer, admin, connect_as};
 use tokio_util::sync::CancellationToken;
 
 pub const REGION: &str = "eu1";
+/// The Devices deployment of [`REGION`], whose upgrades the suites drive.
+pub const DEPLOYMENT: &str = "services/devices.fleetlog.io/deployments/eu1";
+
+pub type Deployments = DeploymentServiceClient<Authed>;
 pub const PARENT: &str = "projects/p0/regions/eu1";
 
 pub type Client = DeviceServiceClient<Authed>;
@@ -206,4 +221,95 @@ pub async fn every_event(log: &EventLog) -> anyhow::Result<Vec<fleetlog_events::
         read.push(delivered.event);
     }
     Ok(read)
+}
+
+pub async fn deployment(client: &mut Deployments) -> anyhow::Result<Deployment> {
+    Ok(client
+        .get_deployment(GetDeploymentRequest {
+            name: DEPLOYMENT.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner())
+}
+
+/// Offers `target` as the Devices deployment's upgrade and begins it.
+pub async fn begin(client: &mut Deployments, target: &str) -> anyhow::Result<()> {
+    client
+        .set_available_upgrade(SetAvailableUpgradeRequest {
+            name: DEPLOYMENT.into(),
+            target_api_version: target.into(),
+            ..Default::default()
+        })
+        .await?;
+    client
+        .begin_upgrade(BeginUpgradeRequest {
+            name: DEPLOYMENT.into(),
+            ..Default::default()
+        })
+        .await?;
+    Ok(())
+}
+
+/// Waits until the deployment serves `version` with no upgrade running.
+pub async fn settled_on(
+    client: &mut Deployments,
+    version: &str,
+    within: Duration,
+) -> anyhow::Result<Deployment> {
+    let deadline = Instant::now() + within;
+    loop {
+        let d = deployment(client).await?;
+        let stage = d.upgrade_state.as_ref().map_or(Stage::Ready, |s| s.stage());
+        if d.current_version == version && stage == Stage::Ready {
+            return Ok(d);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the deployment did not settle on {version}: {d:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A service account in `project` with `role` there; returns its key.
+/// `admin` is a channel authenticated as an admin.
+pub async fn member(admin: Authed, project: &str, id: &str, role: &str) -> anyhow::Result<String> {
+    let mut accounts = ServiceAccountServiceClient::new(admin.clone());
+    let account = accounts
+        .create_service_account(CreateServiceAccountRequest {
+            parent: format!("projects/{project}"),
+            service_account_id: id.into(),
+            service_account: Some(ServiceAccount {
+                display_name: id.into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    RoleBindingServiceClient::new(admin)
+        .create_role_binding(CreateRoleBindingRequest {
+            parent: format!("projects/{project}"),
+            role_binding_id: format!("{id}-{role}"),
+            role_binding: Some(RoleBinding {
+                member: account.name.clone(),
+                role: role.into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await?;
+    let key = accounts
+        .create_service_account_key(CreateServiceAccountKeyRequest {
+            name: account.name,
+            request_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert!(
+        key.key.contains(&key.key_name),
+        "the key names itself for lookup"
+    );
+    Ok(key.key)
 }
